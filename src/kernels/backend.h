@@ -1,0 +1,134 @@
+// The kernel backend interface: every op the model, optimizer and trainer use, forward
+// and backward. Model code is written once against it; `cpu` (fp32 reference, OpenBLAS +
+// OpenMP) and `cuda` (bf16 kernels + cuBLASLt) implement it.
+//
+// Conventions (all ops):
+//   T  tokens in a micro-batch (rows × seq_len, packed)     C  hidden size
+//   Hq query heads, Hkv key/value heads, D head dim          F  MLP intermediate size
+//   V  vocab size,  N  document count in the micro-batch
+// - Tensors are contiguous, row-major, on the backend's device.
+// - Every gradient output (d*) is ACCUMULATED into (+=); the caller zeroes it first.
+//   This makes residual branches and shared weights (tied embeddings) free.
+// - Optional tensors are passed as an undefined Tensor{}.
+// - Values are the activation dtype (f32 on CPU); ids/targets/positions/cu_seqlens are
+//   i32; rstd and lse statistics are always f32.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/allocator.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace temper {
+
+// Hyper-parameters of one AdamW update (decoupled weight decay, Loshchilov & Hutter).
+struct AdamWStep {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;  // applied as p -= lr * wd * p
+  int64_t step = 1;           // 1-based, for bias correction
+  float grad_scale = 1.0f;    // gradients are multiplied by this first (clipping)
+};
+
+// Loss of a fused LM head + cross-entropy call.
+struct LossSum {
+  double loss = 0.0;      // sum of -log p(target) over counted tokens
+  int64_t tokens = 0;     // targets != -100
+};
+
+constexpr int32_t kIgnoreIndex = -100;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+  virtual MemoryResource& memory() = 0;
+  virtual void synchronize() = 0;
+
+  // ---- data movement ------------------------------------------------------------
+  virtual void copy_from_host(Tensor dst, const void* src) = 0;  // dst.nbytes() bytes
+  virtual void copy_to_host(void* dst, Tensor src) = 0;
+  virtual void copy(Tensor dst, Tensor src) = 0;  // same dtype; or a cast f32 <-> bf16/f16
+  virtual void zero(Tensor t) = 0;
+  virtual void fill(Tensor t, float value) = 0;
+  // t[i] = std · N(0,1) drawn from stream element (offset + i), so a shard of a logical
+  // tensor draws exactly what the whole would, on any backend.
+  virtual void fill_normal(Tensor t, const RngStream& stream, uint64_t offset, float std) = 0;
+
+  // ---- elementwise ----------------------------------------------------------------
+  virtual void add(Tensor out, Tensor a, Tensor b) = 0;  // out = a + b (out may alias a)
+  virtual void scale(Tensor x, float s) = 0;             // x *= s
+  virtual double sum_squares(Tensor x) = 0;              // Σ x², accumulated in f64/f32
+
+  // ---- embedding ------------------------------------------------------------------
+  // out[T,C] = table[ids[t], :]
+  virtual void embedding_forward(Tensor out, Tensor ids, Tensor table) = 0;
+  // dtable[V,C] += scatter of dout[T,C] by ids[T]
+  virtual void embedding_backward(Tensor dtable, Tensor dout, Tensor ids) = 0;
+
+  // ---- RMSNorm: out = x / sqrt(mean(x²) + eps) * weight -----------------------------
+  // out[T,C], rstd[T] (f32, saved for backward), x[T,C], weight[C]
+  virtual void rmsnorm_forward(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) = 0;
+  // dx[T,C] +=, dweight[C] += (optional), from dout[T,C]
+  virtual void rmsnorm_backward(Tensor dx, Tensor dweight, Tensor dout, Tensor x, Tensor weight,
+                                Tensor rstd) = 0;
+
+  // ---- linear: out[T,O] = x[T,I] · weight[O,I]ᵀ + bias[O] ----------------------------
+  virtual void linear_forward(Tensor out, Tensor x, Tensor weight, Tensor bias) = 0;
+  // dx[T,I] += dout·W (optional), dweight[O,I] += doutᵀ·x (optional), dbias[O] += Σ_t dout
+  virtual void linear_backward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x,
+                               Tensor weight) = 0;
+
+  // ---- RoPE, rotate-half convention (Hugging Face Llama) -------------------------------
+  // x[T,H,D] rotated in place by the angle table at each token's position:
+  //   x1 = x[..., :D/2], x2 = x[..., D/2:];  out = (x1·cos − x2·sin, x2·cos + x1·sin)
+  // positions[T] i32; cos, sin [P, D/2] f32 (P = max positions), built by the model.
+  virtual void rope_forward(Tensor x, Tensor positions, Tensor cos, Tensor sin) = 0;
+  // dx[T,H,D] in place: the inverse rotation (the transpose of the forward).
+  virtual void rope_backward(Tensor dx, Tensor positions, Tensor cos, Tensor sin) = 0;
+
+  // ---- causal attention over packed documents, GQA ------------------------------------
+  // q[T,Hq,D], k[T,Hkv,D], v[T,Hkv,D]; cu_seqlens[N+1] i32 gives document starts
+  // (0 = cu[0] < cu[1] < ... < cu[N] = T). Token t attends to tokens s of its own
+  // document with s <= t (and t - s < window when window > 0, Mistral's sliding window).
+  // Query head h uses kv head h / (Hq/Hkv). Scale 1/sqrt(D).
+  // out[T,Hq,D]; lse[Hq,T] f32 (log-sum-exp of the scaled scores, saved for backward).
+  virtual void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v,
+                                 Tensor cu_seqlens, int window) = 0;
+  // dq[T,Hq,D] +=, dk[T,Hkv,D] +=, dv[T,Hkv,D] += from dout[T,Hq,D].
+  virtual void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k,
+                                  Tensor v, Tensor out, Tensor lse, Tensor cu_seqlens,
+                                  int window) = 0;
+
+  // ---- SwiGLU: out[T,F] = silu(gate) * up ----------------------------------------------
+  virtual void swiglu_forward(Tensor out, Tensor gate, Tensor up) = 0;
+  // dgate[T,F] +=, dup[T,F] += from dout[T,F]
+  virtual void swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) = 0;
+
+  // ---- LM head fused with cross-entropy --------------------------------------------
+  // logits = x[T,C] · weight[V,C]ᵀ computed `chunk` tokens at a time, so [T,V] never
+  // exists. Returns the summed loss over targets[T] != -100. When dx / dweight are
+  // defined, also accumulates the gradient of (grad_scale · summed loss):
+  //   dx[T,C] += dlogits · W,  dweight[V,C] += dlogitsᵀ · x,  dlogits = (p − onehot)·grad_scale
+  virtual LossSum lm_head_cross_entropy(Tensor dx, Tensor dweight, Tensor x, Tensor weight,
+                                        Tensor targets, float grad_scale, int64_t chunk) = 0;
+
+  // ---- optimizer ------------------------------------------------------------------
+  // One AdamW step on a flat tensor. master[N] f32 is updated; when `param` is defined
+  // (a lower-precision copy the model computes with) it receives the new values too.
+  // grad[N] is read (times hp.grad_scale); m[N], v[N] f32 moments.
+  virtual void adamw_update(Tensor master, Tensor param, Tensor grad, Tensor m, Tensor v,
+                            const AdamWStep& hp) = 0;
+};
+
+// "cpu" or "cuda" (cuda:N picks the device). Throws temper::Error for an unknown name or a
+// backend this build does not include.
+std::unique_ptr<Backend> make_backend(const std::string& name);
+bool cuda_backend_available();
+
+}  // namespace temper

@@ -1,0 +1,58 @@
+// The CPU backend: fp32 reference kernels, OpenBLAS sgemm for the GEMMs, OpenMP threads.
+// It is the ruler every CUDA kernel is checked against, so clarity beats speed here.
+#pragma once
+#include "kernels/backend.h"
+
+namespace temper {
+
+class CpuBackend final : public Backend {
+ public:
+  std::string name() const override { return "cpu"; }
+  Device device() const override { return {DeviceKind::CPU, 0}; }
+  MemoryResource& memory() override { return memory_; }
+  void synchronize() override {}
+
+  void copy_from_host(Tensor dst, const void* src) override;
+  void copy_to_host(void* dst, Tensor src) override;
+  void copy(Tensor dst, Tensor src) override;
+  void zero(Tensor t) override;
+  void fill(Tensor t, float value) override;
+  void fill_normal(Tensor t, const RngStream& stream, uint64_t offset, float std) override;
+
+  void add(Tensor out, Tensor a, Tensor b) override;
+  void scale(Tensor x, float s) override;
+  double sum_squares(Tensor x) override;
+
+  void embedding_forward(Tensor out, Tensor ids, Tensor table) override;
+  void embedding_backward(Tensor dtable, Tensor dout, Tensor ids) override;
+
+  void rmsnorm_forward(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) override;
+  void rmsnorm_backward(Tensor dx, Tensor dweight, Tensor dout, Tensor x, Tensor weight,
+                        Tensor rstd) override;
+
+  void linear_forward(Tensor out, Tensor x, Tensor weight, Tensor bias) override;
+  void linear_backward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x,
+                       Tensor weight) override;
+
+  void rope_forward(Tensor x, Tensor positions, Tensor cos, Tensor sin) override;
+  void rope_backward(Tensor dx, Tensor positions, Tensor cos, Tensor sin) override;
+
+  void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cu_seqlens,
+                         int window) override;
+  void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k,
+                          Tensor v, Tensor out, Tensor lse, Tensor cu_seqlens, int window) override;
+
+  void swiglu_forward(Tensor out, Tensor gate, Tensor up) override;
+  void swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) override;
+
+  LossSum lm_head_cross_entropy(Tensor dx, Tensor dweight, Tensor x, Tensor weight, Tensor targets,
+                                float grad_scale, int64_t chunk) override;
+
+  void adamw_update(Tensor master, Tensor param, Tensor grad, Tensor m, Tensor v,
+                    const AdamWStep& hp) override;
+
+ private:
+  HostMemory memory_;
+};
+
+}  // namespace temper

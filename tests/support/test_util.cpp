@@ -1,0 +1,62 @@
+#include "support/test_util.h"
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <fmt/format.h>
+#include <sys/wait.h>
+
+#include "core/error.h"
+
+namespace temper::test {
+
+std::vector<float> to_host(Backend& backend, Tensor t) {
+  std::vector<float> out(t.numel());
+  if (t.dtype() == DType::F32) {
+    backend.copy_to_host(out.data(), t);
+  } else if (t.dtype() == DType::BF16) {
+    std::vector<uint16_t> raw(t.numel());
+    backend.copy_to_host(raw.data(), t);
+    for (size_t i = 0; i < raw.size(); ++i) out[i] = bf16_to_f32(raw[i]);
+  } else {
+    fail("to_host: unsupported dtype {}", dtype_name(t.dtype()));
+  }
+  return out;
+}
+
+double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
+  TEMPER_CHECK(a.size() == b.size(), "sizes {} vs {}", a.size(), b.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    double d = double(a[i]) - double(b[i]);
+    if (std::isnan(a[i]) || std::isnan(b[i])) return INFINITY;
+    num += d * d;
+    den += double(b[i]) * double(b[i]);
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+
+std::filesystem::path temp_dir(const std::string& name) {
+  auto dir = std::filesystem::path(TEMPER_BINARY_DIR) / "test-tmp" / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+int run_python(const std::string& script, const std::vector<std::string>& args,
+               std::string* output) {
+  std::string cmd = fmt::format("'{}' '{}/tests/{}'", TEMPER_PYTHON, TEMPER_SOURCE_DIR, script);
+  for (auto& a : args) cmd += fmt::format(" '{}'", a);
+  cmd += " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) fail("cannot start: {}", cmd);
+  std::array<char, 4096> buf;
+  std::string out;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int status = pclose(p);
+  if (output) *output = cmd + "\n" + out;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+}  // namespace temper::test

@@ -1,0 +1,21 @@
+// Shared test helpers: host copies of tensors, error measures, temp dirs, Python runner.
+#pragma once
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+
+namespace temper::test {
+
+std::vector<float> to_host(Backend& backend, Tensor t);  // any float dtype -> f32
+// ||a - b||_2 / max(||b||_2, 1e-30): the norm-wise relative error used for fp32 bounds.
+double rel_error(const std::vector<float>& a, const std::vector<float>& b);
+// A fresh empty directory under the build tree for this test.
+std::filesystem::path temp_dir(const std::string& name);
+// Runs TEMPER_PYTHON on tests/<script> with args; returns exit code, fills `output`
+// with stdout+stderr.
+int run_python(const std::string& script, const std::vector<std::string>& args,
+               std::string* output);
+
+}  // namespace temper::test
