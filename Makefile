@@ -1,0 +1,40 @@
+# Entry points. `make demo` and `make test` work on a fresh Debian 12 machine as root:
+# they install what is missing, configure, build, then run.
+BUILD ?= build
+JOBS  ?= $(shell nproc)
+CMAKE_ARGS ?=
+GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
+
+.PHONY: all deps configure build demo test test-unit test-reference test-e2e test-gpu clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+configure: deps
+	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	./$(BUILD)/bin/temper train configs/recipes/demo.yaml
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
+
+test-reference: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L reference
+
+test-e2e: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L e2e
+
+test-gpu: build
+	cd $(BUILD) && ctest --output-on-failure -L gpu
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,51 @@
+// A micro-batch on the host: `rows` sequences of `seq_len` tokens, flattened to
+// T = rows × seq_len. Documents are packed; cu_seqlens marks where each starts, positions
+// restart at 0 in each, and attention never crosses a boundary.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace temper {
+
+struct MicroBatch {
+  int64_t rows = 0;
+  int64_t seq_len = 0;
+  std::vector<int32_t> ids;         // [T] input token ids
+  std::vector<int32_t> targets;     // [T] next token in the same document, or -100
+  std::vector<int32_t> positions;   // [T] position within the document
+  std::vector<int32_t> cu_seqlens;  // [N+1] document starts, 0 ... T
+
+  int64_t tokens() const { return rows * seq_len; }
+  int64_t target_count() const;
+  // Throws temper::Error when the fields disagree (sizes, boundaries, positions, ids >= vocab).
+  void validate(int64_t vocab_size, int64_t max_positions) const;
+};
+
+// Builds a micro-batch from whole documents (each a token list whose targets are given
+// per token: -100 where no loss is wanted). A document longer than seq_len is split.
+// Rows are filled greedily in order; `pad_id` fills the tail of each row as its own
+// document with target -100.
+class BatchBuilder {
+ public:
+  BatchBuilder(int64_t rows, int64_t seq_len, int32_t pad_id);
+  // Appends a document with its targets (same length). A document longer than the room
+  // left continues on the next row (as its own attention segment); what does not fit in
+  // the batch is dropped. Returns false (appending nothing) when the batch is full.
+  bool add_document(const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets);
+  bool full() const { return row_ >= rows_; }
+  // Pads the current row (if started) so the next document begins a new row.
+  void finish_row() {
+    if (col_ > 0) close_row();
+  }
+  // Pads the remaining rows and returns the batch.
+  MicroBatch finish();
+
+ private:
+  void close_row();
+  int64_t rows_, seq_len_;
+  int32_t pad_id_;
+  int64_t row_ = 0, col_ = 0;
+  MicroBatch b_;
+};
+
+}  // namespace temper

@@ -1,0 +1,60 @@
+// Named parameters in two flat allocations (values, gradients), as llm.c does. Names are
+// Hugging Face names; every rule (freezing, decay, export, checkpoints) keys on them.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/allocator.h"
+#include "kernels/backend.h"
+
+namespace temper {
+
+enum class ParamInit { Normal, Ones, Zeros };
+
+struct Parameter {
+  std::string name;
+  Shape shape;
+  ParamInit init = ParamInit::Normal;
+  bool trainable = true;
+  bool is_norm_or_bias = false;  // excluded from weight decay by default
+  int64_t offset = 0;            // element offset in the flat buffers
+  Tensor value;                  // view into the flat value buffer
+  Tensor grad;                   // view into the flat gradient buffer (frozen: undefined)
+};
+
+class ParameterSet {
+ public:
+  explicit ParameterSet(Backend& backend) : backend_(backend) {}
+
+  // Declare before allocate(); returns the index.
+  size_t declare(std::string name, Shape shape, ParamInit init, bool is_norm_or_bias);
+  // One flat value buffer of `dtype`, one flat gradient buffer of the same dtype.
+  void allocate(DType dtype);
+  // HF-style init: N(0, std) for matrices and embeddings, ones for norms, zeros for biases;
+  // each tensor draws from its own Philox stream keyed by (seed, init, name).
+  void init(uint64_t seed, float std);
+  void zero_grads();
+
+  Parameter& operator[](size_t i) { return params_[i]; }
+  const Parameter& operator[](size_t i) const { return params_[i]; }
+  size_t size() const { return params_.size(); }
+  std::vector<Parameter>& all() { return params_; }
+  const std::vector<Parameter>& all() const { return params_; }
+  Parameter* find(const std::string& name);
+  Parameter& at(const std::string& name);  // throws naming the missing tensor
+
+  Tensor flat_values() const { return values_; }
+  Tensor flat_grads() const { return grads_; }
+  int64_t numel() const { return numel_; }
+  int64_t trainable_numel() const;
+
+ private:
+  Backend& backend_;
+  std::vector<Parameter> params_;
+  std::unique_ptr<Arena> arena_;
+  Tensor values_, grads_;
+  int64_t numel_ = 0;
+};
+
+}  // namespace temper

@@ -1,0 +1,293 @@
+#include "model/transformer.h"
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "model/rope.h"
+
+namespace temper {
+
+namespace {
+constexpr size_t kNone = size_t(-1);
+}
+
+struct Transformer::LayerParams {
+  size_t input_norm, q, k, v, o, post_norm, gate, up, down;
+  size_t q_bias = kNone, k_bias = kNone, v_bias = kNone;
+};
+
+// One block's activations, all [T, ...] in the activation dtype except the f32 stats.
+struct Transformer::Acts {
+  Tensor ln1;      // [T, C]   input RMSNorm output
+  Tensor rstd1;    // [T]      f32
+  Tensor q;        // [T, Hq*D]  after RoPE
+  Tensor k;        // [T, Hkv*D] after RoPE
+  Tensor v;        // [T, Hkv*D]
+  Tensor att;      // [T, Hq*D] attention output (before o_proj)
+  Tensor lse;      // [Hq, T]  f32 softmax statistics
+  Tensor res_mid;  // [T, C]   residual after attention
+  Tensor ln2;      // [T, C]   post-attention RMSNorm output
+  Tensor rstd2;    // [T]      f32
+  Tensor gate;     // [T, F]
+  Tensor up;       // [T, F]
+  Tensor act;      // [T, F]   silu(gate) * up
+};
+
+struct Transformer::Inputs {
+  int64_t T = 0;
+  Tensor ids, targets, positions, cu_seqlens;  // i32 [T], [T], [T], [N+1]
+  std::vector<Tensor> residuals;               // L+1 × [T, C]
+  std::vector<Acts> acts;                      // L sets, or 1 when recomputing
+  Tensor lnf, rstdf;                           // [T, C], [T] final norm
+};
+
+Transformer::Transformer(const ModelConfig& config, Backend& backend, DType dtype)
+    : config_(config), backend_(backend), dtype_(dtype), params_(backend) {
+  config_.finalize();
+  declare_parameters();
+  params_.allocate(dtype_);
+  const_arena_ = std::make_unique<Arena>(backend_.memory(), "rope tables");
+  act_arena_ = std::make_unique<Arena>(backend_.memory(), "activations");
+  std::vector<float> cos, sin;
+  const int64_t P = config_.max_position_embeddings, half = config_.head_dim / 2;
+  rope_tables(config_, P, cos, sin);
+  rope_cos_ = const_arena_->allocate(DType::F32, Shape{P, half});
+  rope_sin_ = const_arena_->allocate(DType::F32, Shape{P, half});
+  backend_.copy_from_host(rope_cos_, cos.data());
+  backend_.copy_from_host(rope_sin_, sin.data());
+}
+
+Transformer::~Transformer() = default;
+
+void Transformer::declare_parameters() {
+  const auto& c = config_;
+  const int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
+  auto matrix = [&](std::string name, int64_t rows, int64_t cols) {
+    return params_.declare(std::move(name), Shape{rows, cols}, ParamInit::Normal, false);
+  };
+  auto vector = [&](std::string name, int64_t n, ParamInit init) {
+    return params_.declare(std::move(name), Shape{n}, init, true);
+  };
+  embed_ = matrix("model.embed_tokens.weight", V, C);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    LayerParams lp;
+    lp.input_norm = vector(p + "input_layernorm.weight", C, ParamInit::Ones);
+    lp.q = matrix(p + "self_attn.q_proj.weight", c.q_dim(), C);
+    lp.k = matrix(p + "self_attn.k_proj.weight", c.kv_dim(), C);
+    lp.v = matrix(p + "self_attn.v_proj.weight", c.kv_dim(), C);
+    if (c.attention_bias) {
+      lp.q_bias = vector(p + "self_attn.q_proj.bias", c.q_dim(), ParamInit::Zeros);
+      lp.k_bias = vector(p + "self_attn.k_proj.bias", c.kv_dim(), ParamInit::Zeros);
+      lp.v_bias = vector(p + "self_attn.v_proj.bias", c.kv_dim(), ParamInit::Zeros);
+    }
+    lp.o = matrix(p + "self_attn.o_proj.weight", C, c.q_dim());
+    lp.post_norm = vector(p + "post_attention_layernorm.weight", C, ParamInit::Ones);
+    lp.gate = matrix(p + "mlp.gate_proj.weight", F, C);
+    lp.up = matrix(p + "mlp.up_proj.weight", F, C);
+    lp.down = matrix(p + "mlp.down_proj.weight", C, F);
+    layers_.push_back(lp);
+  }
+  final_norm_ = vector("model.norm.weight", C, ParamInit::Ones);
+  lm_head_ = c.tie_word_embeddings ? embed_ : matrix("lm_head.weight", V, C);
+}
+
+void Transformer::init_weights(uint64_t seed) { params_.init(seed, float(config_.initializer_range)); }
+
+Tensor Transformer::grad_or_none(size_t index) {
+  Parameter& p = params_[index];
+  return p.trainable ? p.grad : Tensor{};
+}
+
+Tensor Transformer::bias(size_t index) const {
+  return index == kNone ? Tensor{} : params_[index].value;
+}
+
+size_t Transformer::activation_peak_bytes() const { return act_arena_->peak_bytes(); }
+
+Transformer::Inputs Transformer::upload(const MicroBatch& batch) {
+  batch.validate(config_.vocab_size, config_.max_position_embeddings);
+  act_arena_->reset();
+  Inputs in;
+  in.T = batch.tokens();
+  const int64_t T = in.T, N = int64_t(batch.cu_seqlens.size()) - 1;
+  in.ids = act_arena_->allocate(DType::I32, Shape{T});
+  in.targets = act_arena_->allocate(DType::I32, Shape{T});
+  in.positions = act_arena_->allocate(DType::I32, Shape{T});
+  in.cu_seqlens = act_arena_->allocate(DType::I32, Shape{N + 1});
+  backend_.copy_from_host(in.ids, batch.ids.data());
+  backend_.copy_from_host(in.targets, batch.targets.data());
+  backend_.copy_from_host(in.positions, batch.positions.data());
+  backend_.copy_from_host(in.cu_seqlens, batch.cu_seqlens.data());
+  return in;
+}
+
+void Transformer::allocate_acts(Acts& a, int64_t T) {
+  const auto& c = config_;
+  const int64_t C = c.hidden_size, F = c.intermediate_size;
+  auto act = [&](int64_t cols) { return act_arena_->allocate(dtype_, Shape{T, cols}); };
+  a.ln1 = act(C);
+  a.rstd1 = act_arena_->allocate(DType::F32, Shape{T});
+  a.q = act(c.q_dim());
+  a.k = act(c.kv_dim());
+  a.v = act(c.kv_dim());
+  a.att = act(c.q_dim());
+  a.lse = act_arena_->allocate(DType::F32, Shape{c.num_attention_heads, T});
+  a.res_mid = act(C);
+  a.ln2 = act(C);
+  a.rstd2 = act_arena_->allocate(DType::F32, Shape{T});
+  a.gate = act(F);
+  a.up = act(F);
+  a.act = act(F);
+}
+
+void Transformer::block_forward(int l, Tensor res_in, Tensor res_out, Acts& a, const Inputs& in) {
+  const auto& c = config_;
+  const LayerParams& lp = layers_[l];
+  const int64_t T = in.T, D = c.head_dim;
+  const float eps = float(c.rms_norm_eps);
+  const int window = int(c.sliding_window);
+  auto W = [&](size_t i) { return params_[i].value; };
+
+  backend_.rmsnorm_forward(a.ln1, a.rstd1, res_in, W(lp.input_norm), eps);
+  backend_.linear_forward(a.q, a.ln1, W(lp.q), bias(lp.q_bias));
+  backend_.linear_forward(a.k, a.ln1, W(lp.k), bias(lp.k_bias));
+  backend_.linear_forward(a.v, a.ln1, W(lp.v), bias(lp.v_bias));
+  Tensor q3 = a.q.view(Shape{T, c.num_attention_heads, D});
+  Tensor k3 = a.k.view(Shape{T, c.num_key_value_heads, D});
+  Tensor v3 = a.v.view(Shape{T, c.num_key_value_heads, D});
+  backend_.rope_forward(q3, in.positions, rope_cos_, rope_sin_);
+  backend_.rope_forward(k3, in.positions, rope_cos_, rope_sin_);
+  backend_.attention_forward(a.att.view(Shape{T, c.num_attention_heads, D}), a.lse, q3, k3, v3,
+                             in.cu_seqlens, window);
+  // res_mid = res_in + o_proj(att); the projection is written to res_out as scratch.
+  backend_.linear_forward(res_out, a.att, W(lp.o), Tensor{});
+  backend_.add(a.res_mid, res_in, res_out);
+
+  backend_.rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, W(lp.post_norm), eps);
+  backend_.linear_forward(a.gate, a.ln2, W(lp.gate), Tensor{});
+  backend_.linear_forward(a.up, a.ln2, W(lp.up), Tensor{});
+  backend_.swiglu_forward(a.act, a.gate, a.up);
+  backend_.linear_forward(res_out, a.act, W(lp.down), Tensor{});
+  backend_.add(res_out, res_out, a.res_mid);
+}
+
+void Transformer::block_backward(int l, Tensor res_in, Tensor dres, Acts& a, const Inputs& in) {
+  const auto& c = config_;
+  const LayerParams& lp = layers_[l];
+  const int64_t T = in.T, C = c.hidden_size, F = c.intermediate_size, D = c.head_dim;
+  const int window = int(c.sliding_window);
+  auto W = [&](size_t i) { return params_[i].value; };
+  auto dW = [&](size_t i) { return i == kNone ? Tensor{} : grad_or_none(i); };
+
+  // Scratch gradients, popped when the block is done.
+  Arena::Mark mark = act_arena_->mark();
+  auto scratch = [&](int64_t cols) {
+    Tensor t = act_arena_->allocate(dtype_, Shape{T, cols});
+    backend_.zero(t);
+    return t;
+  };
+
+  // MLP: res_out = res_mid + down(silu(gate) * up), gate/up = W · rmsnorm(res_mid)
+  Tensor dact = scratch(F), dgate = scratch(F), dup = scratch(F), dln = scratch(C);
+  backend_.linear_backward(dact, dW(lp.down), Tensor{}, dres, a.act, W(lp.down));
+  backend_.swiglu_backward(dgate, dup, dact, a.gate, a.up);
+  backend_.linear_backward(dln, dW(lp.gate), Tensor{}, dgate, a.ln2, W(lp.gate));
+  backend_.linear_backward(dln, dW(lp.up), Tensor{}, dup, a.ln2, W(lp.up));
+  backend_.rmsnorm_backward(dres, dW(lp.post_norm), dln, a.res_mid, W(lp.post_norm), a.rstd2);
+  // dres is now d(res_mid): the identity path plus the MLP branch.
+
+  // Attention: res_mid = res_in + o_proj(attention(rope(q), rope(k), v))
+  Tensor datt = scratch(c.q_dim()), dq = scratch(c.q_dim());
+  Tensor dk = scratch(c.kv_dim()), dv = scratch(c.kv_dim());
+  backend_.linear_backward(datt, dW(lp.o), Tensor{}, dres, a.att, W(lp.o));
+  const Shape qs{T, c.num_attention_heads, D}, ks{T, c.num_key_value_heads, D};
+  backend_.attention_backward(dq.view(qs), dk.view(ks), dv.view(ks), datt.view(qs), a.q.view(qs),
+                              a.k.view(ks), a.v.view(ks), a.att.view(qs), a.lse, in.cu_seqlens,
+                              window);
+  backend_.rope_backward(dq.view(qs), in.positions, rope_cos_, rope_sin_);
+  backend_.rope_backward(dk.view(ks), in.positions, rope_cos_, rope_sin_);
+  backend_.zero(dln);
+  backend_.linear_backward(dln, dW(lp.q), dW(lp.q_bias), dq, a.ln1, W(lp.q));
+  backend_.linear_backward(dln, dW(lp.k), dW(lp.k_bias), dk, a.ln1, W(lp.k));
+  backend_.linear_backward(dln, dW(lp.v), dW(lp.v_bias), dv, a.ln1, W(lp.v));
+  backend_.rmsnorm_backward(dres, dW(lp.input_norm), dln, res_in, W(lp.input_norm), a.rstd1);
+  act_arena_->release(mark);
+}
+
+void Transformer::forward_trunk(Inputs& in, bool for_backward) {
+  const int64_t T = in.T, C = config_.hidden_size, L = config_.num_hidden_layers;
+  // Without backward only two residual buffers and one activation set are needed.
+  const bool keep_all = for_backward && !recompute_;
+  in.residuals.clear();
+  const int64_t n_res = for_backward ? L + 1 : 2;
+  for (int64_t i = 0; i < n_res; ++i)
+    in.residuals.push_back(act_arena_->allocate(dtype_, Shape{T, C}));
+  in.acts.resize(keep_all ? L : 1);
+  for (auto& a : in.acts) allocate_acts(a, T);
+
+  backend_.embedding_forward(in.residuals[0], in.ids, params_[embed_].value);
+  for (int64_t l = 0; l < L; ++l) {
+    Tensor res_in = for_backward ? in.residuals[l] : in.residuals[l % 2];
+    Tensor res_out = for_backward ? in.residuals[l + 1] : in.residuals[(l + 1) % 2];
+    block_forward(int(l), res_in, res_out, in.acts[keep_all ? l : 0], in);
+  }
+  in.lnf = act_arena_->allocate(dtype_, Shape{T, C});
+  in.rstdf = act_arena_->allocate(DType::F32, Shape{T});
+  Tensor last = for_backward ? in.residuals[L] : in.residuals[L % 2];
+  backend_.rmsnorm_forward(in.lnf, in.rstdf, last, params_[final_norm_].value,
+                           float(config_.rms_norm_eps));
+}
+
+LossSum Transformer::forward_loss(const MicroBatch& batch) {
+  Inputs in = upload(batch);
+  forward_trunk(in, false);
+  return backend_.lm_head_cross_entropy(Tensor{}, Tensor{}, in.lnf, params_[lm_head_].value,
+                                        in.targets, 1.0f, loss_chunk_);
+}
+
+LossSum Transformer::forward_backward(const MicroBatch& batch, float grad_scale) {
+  Inputs in = upload(batch);
+  forward_trunk(in, true);
+  const int64_t T = in.T, C = config_.hidden_size, L = config_.num_hidden_layers;
+
+  // LM head + cross-entropy: loss and d(lnf) in one pass over token chunks.
+  Tensor dlnf = act_arena_->allocate(dtype_, Shape{T, C});
+  Tensor dres = act_arena_->allocate(dtype_, Shape{T, C});
+  backend_.zero(dlnf);
+  backend_.zero(dres);
+  LossSum loss = backend_.lm_head_cross_entropy(dlnf, grad_or_none(lm_head_), in.lnf,
+                                                params_[lm_head_].value, in.targets, grad_scale,
+                                                loss_chunk_);
+  backend_.rmsnorm_backward(dres, grad_or_none(final_norm_), dlnf, in.residuals[L],
+                            params_[final_norm_].value, in.rstdf);
+
+  for (int64_t l = L - 1; l >= 0; --l) {
+    Acts& a = in.acts[recompute_ ? 0 : l];
+    // Recompute: re-run the block forward from its saved input; dlnf is free scratch
+    // for its output (the result equals residuals[l + 1], already consumed).
+    if (recompute_) block_forward(int(l), in.residuals[l], dlnf, a, in);
+    block_backward(int(l), in.residuals[l], dres, a, in);
+  }
+  if (params_[embed_].trainable) backend_.embedding_backward(params_[embed_].grad, dres, in.ids);
+  return loss;
+}
+
+std::vector<float> Transformer::logits(const MicroBatch& batch) {
+  Inputs in = upload(batch);
+  forward_trunk(in, false);
+  const int64_t T = in.T, V = config_.vocab_size;
+  Tensor out = act_arena_->allocate(dtype_, Shape{T, V});
+  backend_.linear_forward(out, in.lnf, params_[lm_head_].value, Tensor{});
+  std::vector<float> host(T * V);
+  if (dtype_ == DType::F32) {
+    backend_.copy_to_host(host.data(), out);
+  } else {
+    Tensor f = act_arena_->allocate(DType::F32, Shape{T, V});
+    backend_.copy(f, out);
+    backend_.copy_to_host(host.data(), f);
+  }
+  return host;
+}
+
+}  // namespace temper

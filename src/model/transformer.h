@@ -1,0 +1,76 @@
+// The Llama-family decoder: embedding → N × (RMSNorm → attention with RoPE and GQA →
+// residual → RMSNorm → SwiGLU MLP → residual) → RMSNorm → LM head (tied or not), with
+// an explicit backward pass per block (no autograd) and optional activation recompute.
+// The model knows nothing about parallelism or the optimizer.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "data/batch.h"
+#include "kernels/backend.h"
+#include "model/config.h"
+#include "model/parameters.h"
+
+namespace temper {
+
+class Transformer {
+ public:
+  Transformer(const ModelConfig& config, Backend& backend, DType dtype);
+  ~Transformer();
+
+  const ModelConfig& config() const { return config_; }
+  ParameterSet& params() { return params_; }
+  const ParameterSet& params() const { return params_; }
+  Backend& backend() { return backend_; }
+  void init_weights(uint64_t seed);
+
+  // Activation recompute: keep only each block's input and re-run the block's forward
+  // inside its backward.
+  void set_recompute(bool on) { recompute_ = on; }
+  bool recompute() const { return recompute_; }
+  // Tokens per LM-head chunk (the [chunk × V] logits buffer bounds memory).
+  void set_loss_chunk(int64_t chunk) { loss_chunk_ = chunk; }
+
+  // Forward and backward on one micro-batch: parameter gradients are ACCUMULATED with
+  // d(grad_scale · summed loss). Returns the summed loss and target count.
+  LossSum forward_backward(const MicroBatch& batch, float grad_scale);
+  // Forward only (evaluation).
+  LossSum forward_loss(const MicroBatch& batch);
+  // Full logits [T, V] f32 on the host (tests and generation; materialises T×V).
+  std::vector<float> logits(const MicroBatch& batch);
+
+  // Peak bytes of activations and scratch seen so far.
+  size_t activation_peak_bytes() const;
+
+ private:
+  struct LayerParams;  // indices of one block's parameters
+  struct Acts;         // one block's saved activations [T, ...]
+  struct Inputs;       // the micro-batch on the device
+
+  void declare_parameters();
+  Inputs upload(const MicroBatch& batch);
+  void allocate_acts(Acts& a, int64_t T);
+  // Forward of block l from res_in[T,C] into res_out[T,C], saving into `a`.
+  void block_forward(int l, Tensor res_in, Tensor res_out, Acts& a, const Inputs& in);
+  // dres[T,C]: gradient w.r.t. the block output on entry, w.r.t. its input on exit.
+  void block_backward(int l, Tensor res_in, Tensor dres, Acts& a, const Inputs& in);
+  // Embedding and all blocks; leaves the final-norm input in residuals_[L].
+  void forward_trunk(Inputs& in, bool for_backward);
+  Tensor grad_or_none(size_t index);
+  Tensor bias(size_t index) const;
+
+  ModelConfig config_;
+  Backend& backend_;
+  DType dtype_;
+  ParameterSet params_;
+  std::vector<LayerParams> layers_;
+  size_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;
+  bool recompute_ = false;
+  int64_t loss_chunk_ = 256;
+
+  std::unique_ptr<Arena> const_arena_;  // rope tables
+  std::unique_ptr<Arena> act_arena_;    // per-micro-batch activations, reset each call
+  Tensor rope_cos_, rope_sin_;          // [P, D/2] f32
+};
+
+}  // namespace temper

@@ -1,0 +1,46 @@
+// AdamW over a ParameterSet. The optimizer owns fp32 master weights (when parameters are
+// kept in a lower precision) and the two moments, in flat buffers over the trainable
+// parameters. Weight decay is decoupled and, by default, skips norms and biases.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "model/parameters.h"
+
+namespace temper {
+
+struct AdamWConfig {
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  float weight_decay = 0.0f;
+  bool decay_norms_and_biases = false;
+};
+
+class AdamW {
+ public:
+  AdamW(ParameterSet& params, Backend& backend, const AdamWConfig& config);
+  // One update of every trainable parameter with gradients times grad_scale.
+  void step(float lr, float grad_scale);
+  int64_t steps_taken() const { return step_; }
+  size_t state_bytes() const;
+
+ private:
+  struct Slot {
+    size_t param;
+    Tensor master, m, v;  // [numel] f32; master aliases the parameter when it is f32
+    float weight_decay;
+  };
+  ParameterSet& params_;
+  Backend& backend_;
+  AdamWConfig config_;
+  std::unique_ptr<Arena> arena_;
+  std::vector<Slot> slots_;
+  int64_t step_ = 0;
+};
+
+// sqrt(Σ over trainable gradients of g²), and the clip factor torch's clip_grad_norm_
+// applies: min(1, max_norm / (norm + 1e-6)); max_norm <= 0 disables clipping.
+double grad_norm(ParameterSet& params, Backend& backend);
+float clip_factor(double norm, double max_norm);
+
+}  // namespace temper

@@ -1,0 +1,52 @@
+#include "train/progress.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace temper {
+
+Progress::Progress(int64_t total_steps, const std::string& mode, int64_t log_every)
+    : total_(total_steps), log_every_(log_every < 1 ? 1 : log_every),
+      start_(std::chrono::steady_clock::now()) {
+  if (mode == "auto") bar_ = isatty(fileno(stdout));
+  else if (mode == "bar") bar_ = true;
+  else if (mode == "plain") bar_ = false;
+  else fail("train.progress must be auto, bar or plain, got '{}'", mode);
+}
+
+void Progress::step(int64_t step, double loss, double lr, double grad_norm, double tokens_per_s) {
+  if (!bar_) {
+    if (step % log_every_ == 0 || step == total_)
+      log::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s", step,
+                total_, loss, lr, grad_norm, tokens_per_s);
+    return;
+  }
+  const int width = 30;
+  const int filled = int(double(step) / double(total_) * width);
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double eta = step ? elapsed / double(step) * double(total_ - step) : 0.0;
+  fmt::print("\r[{}{}] {}/{} loss {:.4f} lr {:.2e} {:.0f} tok/s eta {:.0f}s   ",
+             std::string(filled, '#'), std::string(width - filled, '.'), step, total_, loss, lr,
+             tokens_per_s, eta);
+  std::fflush(stdout);
+  bar_drawn_ = true;
+}
+
+void Progress::eval(int64_t step, double val_loss) {
+  if (bar_drawn_) fmt::print("\n");
+  bar_drawn_ = false;
+  log::info("step {:>6}/{} | val loss {:.4f}", step, total_, val_loss);
+}
+
+void Progress::finish() {
+  if (bar_drawn_) fmt::print("\n");
+  bar_drawn_ = false;
+}
+
+}  // namespace temper

@@ -1,0 +1,27 @@
+// One optimizer step over a global batch of micro-batches (gradient accumulation).
+// The loss is normalised by the number of target tokens in the WHOLE global batch, so
+// how the batch is split into micro-batches never changes the update.
+#pragma once
+#include <vector>
+
+#include "data/batch.h"
+#include "model/transformer.h"
+#include "optim/adamw.h"
+
+namespace temper {
+
+struct StepResult {
+  double loss = 0.0;          // mean over the global batch's target tokens
+  int64_t target_tokens = 0;
+  int64_t tokens = 0;         // all tokens processed, padding included
+  double grad_norm = 0.0;     // before clipping
+  float clip = 1.0f;          // factor applied to the gradients
+};
+
+StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<MicroBatch>& micro,
+                      float lr, double max_grad_norm);
+
+// Mean loss over batches, without gradients.
+double evaluate(Transformer& model, const std::vector<MicroBatch>& batches);
+
+}  // namespace temper

@@ -1,0 +1,148 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "data/synthetic.h"
+#include "kernels/backend.h"
+#include "model/transformer.h"
+#include "optim/adamw.h"
+#include "optim/schedule.h"
+#include "train/metrics.h"
+#include "train/progress.h"
+#include "train/train_step.h"
+
+namespace fs = std::filesystem;
+
+namespace temper {
+namespace {
+
+std::string find_preset(const std::string& preset) {
+  if (preset.find('/') != std::string::npos || preset.ends_with(".json")) return preset;
+  std::vector<fs::path> dirs;
+  if (const char* env = std::getenv("TEMPER_CONFIG_DIR")) dirs.emplace_back(env);
+  dirs.emplace_back("configs");
+  dirs.emplace_back(TEMPER_CONFIGS_DIR);
+  for (const auto& d : dirs) {
+    fs::path p = d / "models" / (preset + ".json");
+    if (fs::exists(p)) return p.string();
+  }
+  std::string names;
+  for (const auto& d : dirs)
+    if (fs::is_directory(d / "models"))
+      for (const auto& e : fs::directory_iterator(d / "models"))
+        if (e.path().extension() == ".json") names += " " + e.path().stem().string();
+  fail("model.preset '{}' not found (looked in configs/models/; available:{})", preset,
+       names.empty() ? " none" : names);
+}
+
+// Validation micro-batches, fixed for the whole run.
+std::vector<MicroBatch> validation_batches(std::vector<Document> docs, const RunConfig& c,
+                                           int32_t pad_id) {
+  std::vector<MicroBatch> out;
+  if (docs.empty() || c.train.eval_every <= 0) return out;
+  DocumentLoader loader(std::move(docs), uint64_t(c.seed), false, c.data.packing, pad_id);
+  for (int64_t i = 0; i < c.train.eval_batches; ++i)
+    out.push_back(loader.next(c.train.micro_batch_size, c.train.seq_len));
+  return out;
+}
+
+}  // namespace
+
+ModelConfig model_config_for_run(const RunConfig& config) {
+  const auto& m = config.model;
+  if (!m.preset.empty() && !m.config.empty())
+    fail("set model.preset or model.config, not both (got '{}' and '{}')", m.preset, m.config);
+  ModelConfig mc;
+  if (!m.preset.empty()) mc = load_hf_config(find_preset(m.preset));
+  else if (!m.config.empty()) mc = load_hf_config(m.config);
+  apply_model_overrides(config, mc);
+  with_context("model config", [&] { mc.finalize(); });
+  return mc;
+}
+
+RunSummary run_training(const RunConfig& c) {
+  validate_run_config(c);
+  const ModelConfig mc = model_config_for_run(c);
+  auto backend = make_backend(c.backend);
+  const DType dtype = parse_dtype(c.model.dtype);
+  if (backend->device().kind == DeviceKind::CPU && dtype != DType::F32)
+    fail("model.dtype={} but the cpu backend computes in f32; set model.dtype=f32", c.model.dtype);
+
+  fs::create_directories(c.out_dir);
+  { std::ofstream(fs::path(c.out_dir) / "config.yaml") << to_yaml(c); }
+  { std::ofstream(fs::path(c.out_dir) / "model_config.json") << model_config_to_hf_json(mc).dump(2); }
+
+  // Data (generated text until the dataset issue lands).
+  if (c.data.source != "synthetic")
+    fail("data.source '{}' is not available yet (only 'synthetic')", c.data.source);
+  if (mc.vocab_size < kSyntheticMinVocab)
+    fail("data.source=synthetic produces byte tokens and EOS {}: needs model vocab_size >= {}, got {}",
+         kSyntheticEos, kSyntheticMinVocab, mc.vocab_size);
+  SyntheticTextOptions so{uint64_t(c.seed), c.data.num_docs, c.data.min_doc_tokens,
+                          c.data.max_doc_tokens, c.data.val_fraction};
+  SyntheticText text = generate_synthetic_text(so);
+  const int32_t pad_id = kSyntheticEos;
+  DocumentLoader train_data(std::move(text.train), uint64_t(c.seed), true, c.data.packing, pad_id);
+  std::vector<MicroBatch> val = validation_batches(std::move(text.val), c, pad_id);
+  if (c.train.eval_every > 0 && val.empty())
+    log::warn("train.eval_every={} but the validation split is empty; no evaluation",
+              c.train.eval_every);
+
+  Transformer model(mc, *backend, dtype);
+  model.init_weights(uint64_t(c.seed));
+  model.set_recompute(c.train.recompute);
+  model.set_loss_chunk(c.train.loss_chunk);
+  AdamWConfig oc;
+  oc.beta1 = float(c.optim.beta1);
+  oc.beta2 = float(c.optim.beta2);
+  oc.eps = float(c.optim.eps);
+  oc.weight_decay = float(c.optim.weight_decay);
+  oc.decay_norms_and_biases = c.optim.decay_norms_and_biases;
+  AdamW optimizer(model.params(), *backend, oc);
+  LrSchedule schedule{c.optim.lr, c.optim.min_lr_ratio, c.optim.warmup_steps, c.train.steps,
+                      c.optim.schedule};
+
+  log::info("temper train: {} layers, hidden {}, {:.2f}M parameters, backend {}, {} train docs",
+            mc.num_hidden_layers, mc.hidden_size, double(mc.num_parameters()) / 1e6,
+            backend->name(), train_data.size());
+  log::info("global batch: {} × {} rows × {} tokens; metrics -> {}/metrics.jsonl",
+            c.train.grad_accum, c.train.micro_batch_size, c.train.seq_len, c.out_dir);
+
+  MetricsWriter metrics((fs::path(c.out_dir) / "metrics.jsonl").string());
+  Progress progress(c.train.steps, c.train.progress, c.train.log_every);
+  RunSummary summary;
+  for (int64_t step = 1; step <= c.train.steps; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<MicroBatch> micro;
+    for (int64_t i = 0; i < c.train.grad_accum; ++i)
+      micro.push_back(train_data.next(c.train.micro_batch_size, c.train.seq_len));
+    const double lr = schedule.at(step);
+    StepResult r = train_step(model, optimizer, micro, float(lr), c.optim.grad_clip);
+    backend->synchronize();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double tps = double(r.tokens) / std::max(secs, 1e-9);
+    summary.losses.push_back(r.loss);
+    metrics.write({{"step", step}, {"loss", r.loss}, {"lr", lr}, {"grad_norm", r.grad_norm},
+                   {"tokens_per_s", tps}, {"tokens", r.tokens}, {"target_tokens", r.target_tokens}});
+    progress.step(step, r.loss, lr, r.grad_norm, tps);
+    const bool eval_now = !val.empty() && (step % c.train.eval_every == 0 || step == c.train.steps);
+    if (eval_now) {
+      const double vl = evaluate(model, val);
+      summary.val_losses.push_back(vl);
+      metrics.write({{"step", step}, {"val_loss", vl}});
+      progress.eval(step, vl);
+    }
+  }
+  progress.finish();
+  summary.peak_bytes = backend->memory().peak_bytes();
+  log::info("done: final loss {:.4f}, peak memory {:.1f} MiB (activations {:.1f} MiB)",
+            summary.losses.back(), double(summary.peak_bytes) / 1048576.0,
+            double(model.activation_peak_bytes()) / 1048576.0);
+  return summary;
+}
+
+}  // namespace temper
