@@ -64,7 +64,7 @@ TEST(Model, FiniteDifferenceGradientsOfEveryParameter) {
   MicroBatch b = batch_of({5, 7, 4}, 2, 8, 40, 2);
   m.params().zero_grads();
   m.forward_backward(b, 1.0f / float(b.target_count()));
-  const float h = 1e-2f;
+  const float h = 1e-3f;  // small enough for truncation error, large for fp32 noise
   for (auto& p : m.params().all()) {
     std::vector<float> w = test::to_host(*cpu, p.value), g = test::to_host(*cpu, p.grad);
     Rng rng(rng_stream(3, RngPurpose::Test, name_hash(p.name)));
@@ -82,7 +82,7 @@ TEST(Model, FiniteDifferenceGradientsOfEveryParameter) {
     };
     const double numeric = (loss_at(1) - loss_at(-1)) / (2.0 * h);
     cpu->copy_from_host(p.value, w.data());
-    EXPECT_NEAR(analytic, numeric, 2e-3 * std::abs(numeric) + 2e-4) << p.name;
+    EXPECT_NEAR(analytic, numeric, 5e-3 * std::abs(numeric) + 5e-4) << p.name;
   }
 }
 

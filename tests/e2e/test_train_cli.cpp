@@ -1,0 +1,122 @@
+// End to end through the `temper` binary: a tiny training run writes metrics.jsonl with
+// the documented fields and its loss falls; config mistakes exit 1 with a message that
+// names the key and suggests the right one.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+#include "support/test_util.h"
+
+namespace temper {
+namespace {
+
+struct Result {
+  int status;
+  std::string output;
+};
+
+Result run_temper(const std::string& args) {
+  std::string cmd = std::string(TEMPER_BINARY_DIR) + "/bin/temper " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128, cmd + "\n" + out};
+}
+
+const std::string kRecipe = std::string(TEMPER_SOURCE_DIR) + "/configs/recipes/tiny.yaml";
+
+TEST(TrainCli, TinyRunWritesMetricsAndLossFalls) {
+  auto dir = test::temp_dir("e2e_tiny");
+  Result r = run_temper("train " + kRecipe + " out_dir=" + dir.string() +
+                        " train.steps=30 train.eval_every=10 train.progress=plain");
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::ifstream in(dir / "metrics.jsonl");
+  ASSERT_TRUE(in) << "no metrics.jsonl";
+  std::vector<double> losses, val_losses;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    ASSERT_TRUE(j.contains("step")) << line;
+    if (j.contains("val_loss")) {
+      val_losses.push_back(j["val_loss"].get<double>());
+      continue;
+    }
+    for (const char* key : {"loss", "lr", "grad_norm", "tokens_per_s"})
+      ASSERT_TRUE(j.contains(key)) << key << " missing in " << line;
+    EXPECT_EQ(j["step"].get<int64_t>(), int64_t(losses.size()) + 1);
+    losses.push_back(j["loss"].get<double>());
+  }
+  ASSERT_EQ(losses.size(), 30u);
+  ASSERT_EQ(val_losses.size(), 3u);
+  // Starts near uniform over 260 tokens (ln 260 ≈ 5.56) and must fall well below it.
+  EXPECT_GT(losses.front(), 5.0);
+  EXPECT_LT(losses.back(), losses.front() - 1.5);
+  EXPECT_LT(val_losses.back(), val_losses.front());
+  // The effective config is saved next to the metrics and loads back as the same run.
+  Result show = run_temper("show-config " + (dir / "config.yaml").string());
+  EXPECT_EQ(show.status, 0) << show.output;
+  EXPECT_NE(show.output.find("steps: 30"), std::string::npos) << show.output;
+}
+
+TEST(TrainCli, RecomputeRunMatchesPlainRun) {
+  auto a = test::temp_dir("e2e_plain"), b = test::temp_dir("e2e_recompute");
+  const std::string common = "train " + kRecipe + " train.steps=3 train.eval_every=0 train.progress=plain";
+  ASSERT_EQ(run_temper(common + " out_dir=" + a.string()).status, 0);
+  ASSERT_EQ(run_temper(common + " train.recompute=true out_dir=" + b.string()).status, 0);
+  auto losses = [](const std::filesystem::path& d) {
+    std::vector<double> v;
+    std::ifstream in(d / "metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) v.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+    return v;
+  };
+  EXPECT_EQ(losses(a), losses(b));
+}
+
+TEST(TrainCli, UnknownKeyOnCommandLineSuggestsTheRightOne) {
+  Result r = run_temper("train " + kRecipe + " train.stpes=5");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("train.stpes"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("did you mean 'train.steps'"), std::string::npos) << r.output;
+}
+
+TEST(TrainCli, UnknownKeyInFileNamesFileAndLine) {
+  auto dir = test::temp_dir("e2e_badkey");
+  std::ofstream(dir / "typo.yaml") << "model:\n  preset: tiny\noptim:\n  weight_decy: 0.1\n";
+  Result r = run_temper("train " + (dir / "typo.yaml").string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("optim.weight_decy"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("typo.yaml:4"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("did you mean 'optim.weight_decay'"), std::string::npos) << r.output;
+  // Nothing close: the valid keys of the section are listed instead.
+  std::ofstream(dir / "far.yaml") << "model:\n  preset: tiny\noptim:\n  learning_rate: 0.1\n";
+  Result far = run_temper("train " + (dir / "far.yaml").string());
+  EXPECT_EQ(far.status, 1) << far.output;
+  EXPECT_NE(far.output.find("far.yaml:4"), std::string::npos) << far.output;
+  EXPECT_NE(far.output.find("valid keys under 'optim'"), std::string::npos) << far.output;
+}
+
+TEST(TrainCli, BadValuesAndMissingThingsAreClearErrors) {
+  Result wrong_type = run_temper("train " + kRecipe + " train.steps=many");
+  EXPECT_EQ(wrong_type.status, 1);
+  EXPECT_NE(wrong_type.output.find("train.steps"), std::string::npos) << wrong_type.output;
+  Result preset = run_temper("train " + kRecipe + " model.preset=no-such-model");
+  EXPECT_EQ(preset.status, 1);
+  EXPECT_NE(preset.output.find("no-such-model"), std::string::npos) << preset.output;
+  Result heads = run_temper("train " + kRecipe + " model.num_key_value_heads=3");
+  EXPECT_EQ(heads.status, 1);
+  EXPECT_NE(heads.output.find("num_key_value_heads"), std::string::npos) << heads.output;
+  Result missing = run_temper("train /nonexistent/run.yaml");
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.output.find("/nonexistent/run.yaml"), std::string::npos) << missing.output;
+}
+
+}  // namespace
+}  // namespace temper
