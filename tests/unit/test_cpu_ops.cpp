@@ -52,7 +52,7 @@ double dot64(const Vec& a, const Vec& b) {
 // Zeroes the gradient buffers, runs backward() twice, and checks the second call added
 // the same amount again (d* +=, not =). Leaves the single-call gradient in the buffers.
 void backward_twice(const char* name, std::vector<Vec*> grads,
-                           const std::function<void()>& backward) {
+                    const std::function<void()>& backward) {
   SCOPED_TRACE(name);
   for (Vec* g : grads) std::fill(g->begin(), g->end(), 0.0f);
   backward();
@@ -70,7 +70,7 @@ void backward_twice(const char* name, std::vector<Vec*> grads,
 
 struct FdOptions {
   double h = 1e-2;    // step; fp32 forwards make much smaller steps noisy
-  double tol = 2e-3;  // relative error bound (observed errors are ~1e-5)
+  double tol = 2e-3;  // relative error bound (correct kernels stay below 1e-4)
   int elements = 8;   // single entries checked besides the random direction
   uint64_t seed = 7;
 };
@@ -81,10 +81,11 @@ struct FdOptions {
 //    error relative to max(|<grad,u>|, ||grad||)·2h, ||grad|| being the typical size of
 //    <grad,u>. This sees every entry at once.
 //  - Elementwise: a few random entries, error relative to max(|g_i|, 0.1·max|g|).
-// A wrong factor, sign, missing term or transposed index gives errors of order 1, far
-// above the tolerance; fp32 rounding and O(h²) truncation stay below ~1e-3.
-void check_gradient(const char* name, Vec& x, const Vec& grad,
-                           const std::function<double()>& loss, FdOptions opt = {}) {
+// A wrong factor, sign, missing term or transposed index gives errors of order 0.1-1, far
+// above the tolerance; fp32 rounding and O(h²) truncation stay below 1e-4. Each "fails
+// here" comment below names a bug that was planted in the kernel and caught.
+void check_gradient(const char* name, Vec& x, const Vec& grad, const std::function<double()>& loss,
+                    FdOptions opt = {}) {
   SCOPED_TRACE(name);
   ASSERT_EQ(x.size(), grad.size());
 #ifdef _OPENMP
@@ -190,7 +191,7 @@ TEST(CpuGrad, RmsNorm) {
                         f32(w, {C}), f32(rstd, {T}));
   });
   auto loss = [&] { forward(); return dot64(out, R); };
-  // Dropping the −x·r²·mean(dout·w·x) term of dx gives a directional error ~0.3.
+  // Dropping the −x·r²·mean(dout·w·x) term of dx, or rstd from dweight, fails here.
   check_gradient("dx", x, dx, loss);
   check_gradient("dweight", w, dw, loss);
 }
@@ -220,8 +221,8 @@ TEST(CpuGrad, Linear) {
   });
   auto loss = [&] { forward(); return dot64(out, R); };
   check_gradient("dx", x, dx, loss);
-  check_gradient("dweight", W, dW, loss);  // e.g. dW = xᵀ·dout (transposed) fails here
-  check_gradient("dbias", b, db, loss);
+  check_gradient("dweight", W, dW, loss);  // sgemm with beta = 0 fails backward_twice
+  check_gradient("dbias", b, db, loss);     // a dbias sum that skips a row fails here
 
   // Optional outputs: dx alone needs neither x nor dweight / dbias.
   Vec dx_only(T * I);
@@ -353,7 +354,8 @@ void check_attention_gradients(int window) {
   });
   auto loss = [&] { a.forward(be); return dot64(a.out, R); };
   // Forgetting the −D_t term in dS, or the scale on dq/dk, fails the dq/dk checks;
-  // mapping query head h to kv head h % Hkv instead of h / (Hq/Hkv) fails all three.
+  // mapping query head h to kv head h % Hkv instead of h / (Hq/Hkv) fails all three;
+  // a backward window one key wider than the forward's fails the window case.
   check_gradient("dq", a.q, dq, loss);
   check_gradient("dk", a.k, dk, loss);
   check_gradient("dv", a.v, dv, loss);
@@ -413,7 +415,8 @@ TEST(CpuGrad, SwiGlu) {
                        f32(up, {T, F}));
   });
   auto loss = [&] { forward(); return dot64(out, R); };
-  check_gradient("dgate", gate, dgate, loss);  // e.g. σ'(g) written as σ(g)(1+σ(g)) fails
+  // σ(g)·(1 + g·(1 − σ)) written with (1 + σ) fails here.
+  check_gradient("dgate", gate, dgate, loss);
   check_gradient("dup", up, dup, loss);
 }
 
@@ -457,7 +460,7 @@ TEST(CpuGrad, LmHeadCrossEntropy) {
   for (int64_t c = 0; c < C; ++c) EXPECT_EQ(dx[1 * C + c], 0.0f) << "ignored row 1 has gradient";
   // The loss whose gradient the op returns is grad_scale · Σ loss.
   auto loss = [&] { return ce.grad_scale * ce.run(be, nullptr, nullptr, chunk).loss; };
-  // Leaving ignored rows' dlogits as softmax (not 0), or forgetting grad_scale, fails here.
+  // Leaving ignored rows' dlogits as softmax (not 0), or an unscaled one-hot, fails here.
   check_gradient("dx", ce.x, dx, loss);
   check_gradient("dweight", ce.W, dW, loss);
 
