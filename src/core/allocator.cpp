@@ -22,7 +22,8 @@ void MemoryResource::deallocate(void* p, size_t bytes) {
 }
 
 void* HostMemory::raw_allocate(size_t bytes) {
-  void* p = std::aligned_alloc(64, (std::max<size_t>(bytes, 1) + 63) / 64 * 64);
+  // 256-byte aligned like cudaMalloc, so arena offsets keep the same alignment.
+  void* p = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
   if (!p) fail("host out of memory allocating {} bytes", bytes);
   return p;
 }

@@ -31,7 +31,7 @@ class MemoryResource {
   size_t peak_ = 0;
 };
 
-// Host memory (64-byte aligned).
+// Host memory (256-byte aligned).
 class HostMemory final : public MemoryResource {
  public:
   Device device() const override { return {DeviceKind::CPU, 0}; }
