@@ -122,6 +122,7 @@ def run_model(inp, meta, out_path):
     # AdamW steps on the same batch (decay off for norms and biases, as Temper defaults).
     lr, b1, b2 = float(meta["lr"]), float(meta["beta1"]), float(meta["beta2"])
     eps, wd, steps = float(meta["eps"]), float(meta["weight_decay"]), int(meta["steps"])
+    max_norm = float(meta["max_grad_norm"])
     groups = [
         {"params": [v for k, v in P.items() if not is_no_decay(k)], "weight_decay": wd},
         {"params": [v for k, v in P.items() if is_no_decay(k)], "weight_decay": 0.0},
@@ -132,6 +133,8 @@ def run_model(inp, meta, out_path):
         opt.zero_grad()
         _, l = model_loss(P, cfg, ids, targets, cu, inv)
         l.backward()
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(list(P.values()), max_norm)
         opt.step()
         losses.append(l.item())
     out["adamw.losses"] = torch.tensor(losses).numpy()

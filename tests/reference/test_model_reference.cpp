@@ -70,7 +70,8 @@ void check_close(const std::vector<float>& ours, const std::vector<float>& ref, 
   EXPECT_LE(err, bound) << what << ": relative error " << err;
 }
 
-void run_reference(const std::string& name, ModelConfig config) {
+// max_grad_norm > 0 also checks global-norm clipping against torch's clip_grad_norm_.
+void run_reference(const std::string& name, ModelConfig config, double max_grad_norm) {
   auto cpu = make_backend("cpu");
   Transformer model(config, *cpu, DType::F32);
   randomize(model, *cpu, 42);
@@ -87,7 +88,8 @@ void run_reference(const std::string& name, ModelConfig config) {
                  {"beta2", std::to_string(beta2)},
                  {"eps", "1e-8"},
                  {"weight_decay", std::to_string(wd)},
-                 {"steps", std::to_string(steps)}};
+                 {"steps", std::to_string(steps)},
+                 {"max_grad_norm", std::to_string(max_grad_norm)}};
   std::map<std::string, std::vector<float>> initial;
   for (auto& p : model.params().all()) {
     initial[p.name] = test::to_host(*cpu, p.value);
@@ -125,11 +127,11 @@ void run_reference(const std::string& name, ModelConfig config) {
     check_close(test::to_host(*cpu, p.grad), ref.at("grad." + p.name).to_f32(), kFp32Bound,
                 name + " grad " + p.name);
 
-  // Three AdamW steps on the same batch, clipping off, constant lr.
+  // Three AdamW steps on the same batch at a constant lr (clipped when asked).
   AdamWConfig oc{beta1, beta2, eps, wd, false};
   AdamW opt(model.params(), *cpu, oc);
   std::vector<float> losses;
-  for (int s = 0; s < steps; ++s) losses.push_back(float(train_step(model, opt, {batch}, lr, 0.0).loss));
+  for (int s = 0; s < steps; ++s) losses.push_back(float(train_step(model, opt, {batch}, lr, max_grad_norm).loss));
   check_close(losses, ref.at("adamw.losses").to_f32(), kFp32Bound, name + " adamw losses");
   for (auto& p : model.params().all()) {
     // Compare the updates (after − before), not the parameters, so the bound is not
@@ -149,7 +151,7 @@ TEST(ModelReference, LlamaGqaWithLlama3RopeScaling) {
   c.head_dim = 8;  // q_dim 32 = hidden, kv 16
   // original context 8 so the Llama 3 scaling changes every frequency band used here.
   c.rope_scaling = {"llama3", 4.0, 1.0, 4.0, 8};
-  run_reference("llama3_gqa", c);
+  run_reference("llama3_gqa", c, 0.0);
 }
 
 TEST(ModelReference, Qwen2BiasTiedEmbeddingsMqa) {
@@ -158,7 +160,7 @@ TEST(ModelReference, Qwen2BiasTiedEmbeddingsMqa) {
   c.num_key_value_heads = 1;
   c.tie_word_embeddings = true;
   c.head_dim = 12;  // head_dim * heads != hidden, as some models have
-  run_reference("qwen2_tied", c);
+  run_reference("qwen2_tied", c, 0.5);  // gradient norms here are ~1-3: clipping is active
 }
 
 TEST(ModelReference, MistralSlidingWindowMha) {
@@ -166,7 +168,7 @@ TEST(ModelReference, MistralSlidingWindowMha) {
   c.model_type = "mistral";
   c.num_key_value_heads = 4;
   c.sliding_window = 3;
-  run_reference("mistral_window", c);
+  run_reference("mistral_window", c, 0.5);
 }
 
 // RoPE with the Llama 3.2 scaling at long positions, op level, against float64.
