@@ -45,4 +45,8 @@ inline float bf16_to_f32(uint16_t h) {
   return f;
 }
 
+// IEEE binary16 <-> f32 on the host, round to nearest even (subnormals, inf, NaN kept).
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
 }  // namespace temper

@@ -35,19 +35,6 @@ ModelConfig base_config() {
   return c;
 }
 
-// Random weights with enough spread that every path matters: matrices N(0, 0.2),
-// norm weights 1 + N(0, 0.1), biases N(0, 0.1).
-void randomize(Transformer& model, Backend& cpu, uint64_t seed) {
-  for (auto& p : model.params().all()) {
-    RngStream s = rng_stream(seed, RngPurpose::Test, name_hash(p.name));
-    std::vector<float> v(p.shape.numel());
-    const bool norm = p.name.ends_with("norm.weight");
-    for (size_t i = 0; i < v.size(); ++i)
-      v[i] = norm ? 1.0f + 0.1f * s.normal(i) : (p.is_norm_or_bias ? 0.1f : 0.2f) * s.normal(i);
-    cpu.copy_from_host(p.value, v.data());
-  }
-}
-
 // Two rows of 12 tokens with five documents of uneven length, one split across rows,
 // and a few masked targets (as an instruction prompt would be).
 MicroBatch make_batch(int64_t vocab, uint64_t seed) {
@@ -74,7 +61,8 @@ void check_close(const std::vector<float>& ours, const std::vector<float>& ref, 
 void run_reference(const std::string& name, ModelConfig config, double max_grad_norm) {
   auto cpu = make_backend("cpu");
   Transformer model(config, *cpu, DType::F32);
-  randomize(model, *cpu, 42);
+  // Matrices N(0, 0.2), norm weights 1 + N(0, 0.1), biases N(0, 0.1).
+  test::randomize_parameters(model.params(), *cpu, 42, 0.2f, 0.1f, 0.1f);
   const ModelConfig& c = model.config();
   MicroBatch batch = make_batch(c.vocab_size, 3);
   ASSERT_GT(batch.cu_seqlens.size(), 5u) << "the batch should hold several documents";

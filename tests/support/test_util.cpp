@@ -59,4 +59,18 @@ int run_python(const std::string& script, const std::vector<std::string>& args,
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
+void randomize_parameters(ParameterSet& params, Backend& backend, uint64_t seed,
+                          float matrix_std, float norm_std, float bias_std) {
+  for (auto& p : params.all()) {
+    RngStream s = rng_stream(seed, RngPurpose::Test, name_hash(p.name));
+    std::vector<float> v(p.shape.numel());
+    const bool norm = p.name.ends_with("norm.weight");
+    for (size_t i = 0; i < v.size(); ++i) {
+      const float n = s.normal(i);
+      v[i] = norm ? 1.0f + norm_std * n : (p.is_norm_or_bias ? bias_std : matrix_std) * n;
+    }
+    backend.copy_from_host(p.value, v.data());
+  }
+}
+
 }  // namespace temper::test

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "model/parameters.h"
 
 namespace temper::test {
 
@@ -17,5 +18,11 @@ std::filesystem::path temp_dir(const std::string& name);
 // with stdout+stderr.
 int run_python(const std::string& script, const std::vector<std::string>& args,
                std::string* output);
+
+// Random parameter values with enough spread that every path of the model matters:
+// norm weights 1 + N(0, norm_std), biases N(0, bias_std), the rest N(0, matrix_std),
+// each tensor from its own Philox stream keyed by (seed, name).
+void randomize_parameters(ParameterSet& params, Backend& backend, uint64_t seed,
+                          float matrix_std, float norm_std, float bias_std);
 
 }  // namespace temper::test

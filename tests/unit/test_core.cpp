@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -124,6 +125,29 @@ TEST(DType, Bf16RoundsToNearestEven) {
   EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(NAN))));
   EXPECT_EQ(parse_dtype("bf16"), DType::BF16);
   EXPECT_THROW(parse_dtype("fp8"), Error);
+}
+
+// Against the compiler's own IEEE binary16 (_Float16) conversions, an independent
+// implementation, over normals, subnormals, overflow, halfway cases and NaN.
+TEST(DType, F16MatchesCompilerFloat16) {
+  Rng rng(rng_stream(11, RngPurpose::Test, 0));
+  std::vector<float> values = {0.0f, -0.0f, 1.0f, 65504.0f, 65519.0f, 65520.0f, 1e-8f, 6e-5f,
+                               5.96e-8f, 2.98e-8f, INFINITY, -INFINITY};
+  for (int i = 0; i < 20000; ++i) {
+    uint32_t bits = rng.bits();
+    float f;
+    std::memcpy(&f, &bits, 4);
+    if (std::isnan(f)) continue;
+    values.push_back(std::ldexp(std::fmod(f, 2.0f), int(rng.below(50)) - 30));
+  }
+  for (float f : values) {
+    _Float16 h = static_cast<_Float16>(f);
+    uint16_t ref;
+    std::memcpy(&ref, &h, 2);
+    ASSERT_EQ(f32_to_f16(f), ref) << f;
+    ASSERT_EQ(f16_to_f32(ref), float(h)) << f;
+  }
+  EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(NAN))));
 }
 
 TEST(Error, ContextIsPrepended) {

@@ -26,16 +26,6 @@ ModelConfig tiny_config() {
   return c;
 }
 
-void randomize(Transformer& m, Backend& cpu, uint64_t seed) {
-  for (auto& p : m.params().all()) {
-    RngStream s = rng_stream(seed, RngPurpose::Test, name_hash(p.name));
-    std::vector<float> v(p.shape.numel());
-    const bool norm = p.name.ends_with("norm.weight");
-    for (size_t i = 0; i < v.size(); ++i) v[i] = norm ? 1.0f + 0.2f * s.normal(i) : 0.3f * s.normal(i);
-    cpu.copy_from_host(p.value, v.data());
-  }
-}
-
 // Documents of the given lengths with random tokens, in one batch of `rows` × `seq_len`.
 MicroBatch batch_of(const std::vector<int>& lengths, int64_t rows, int64_t seq_len, int64_t vocab,
                     uint64_t seed) {
@@ -60,7 +50,7 @@ double mean_loss(Transformer& m, const MicroBatch& b) {
 TEST(Model, FiniteDifferenceGradientsOfEveryParameter) {
   auto cpu = make_backend("cpu");
   Transformer m(tiny_config(), *cpu, DType::F32);
-  randomize(m, *cpu, 1);
+  test::randomize_parameters(m.params(), *cpu, 1, 0.3f, 0.2f, 0.3f);
   MicroBatch b = batch_of({5, 7, 4}, 2, 8, 40, 2);
   m.params().zero_grads();
   m.forward_backward(b, 1.0f / float(b.target_count()));
@@ -89,7 +79,7 @@ TEST(Model, FiniteDifferenceGradientsOfEveryParameter) {
 TEST(Model, RecomputeGivesIdenticalGradients) {
   auto cpu = make_backend("cpu");
   Transformer m(tiny_config(), *cpu, DType::F32);
-  randomize(m, *cpu, 4);
+  test::randomize_parameters(m.params(), *cpu, 4, 0.3f, 0.2f, 0.3f);
   MicroBatch b = batch_of({9, 3, 6, 6}, 3, 8, 40, 5);
   m.params().zero_grads();
   LossSum a = m.forward_backward(b, 0.1f);
@@ -131,7 +121,7 @@ TEST(Model, AccumulationOverUnevenMicroBatchesEqualsOneBatch) {
 
   auto run = [&](const std::vector<MicroBatch>& batches, double* loss) {
     Transformer m(tiny_config(), *cpu, DType::F32);
-    randomize(m, *cpu, 9);
+    test::randomize_parameters(m.params(), *cpu, 9, 0.3f, 0.2f, 0.3f);
     AdamW opt(m.params(), *cpu, AdamWConfig{0.9f, 0.95f, 1e-8f, 0.1f, false});
     *loss = train_step(m, opt, batches, 1e-2f, 1.0).loss;
     return test::to_host(*cpu, m.params().flat_values());
