@@ -50,6 +50,12 @@ class Backend {
   virtual MemoryResource& memory() = 0;
   virtual void synchronize() = 0;
 
+  // Deterministic mode: every reduction in a fixed order, no atomics, so two runs give
+  // identical bits. The CPU backend is always deterministic; CUDA kernels that use atomics
+  // for speed must switch to an ordered path when this is on.
+  void set_deterministic(bool on) { deterministic_ = on; }
+  bool deterministic() const { return deterministic_; }
+
   // ---- data movement ------------------------------------------------------------
   virtual void copy_from_host(Tensor dst, const void* src) = 0;  // dst.nbytes() bytes
   virtual void copy_to_host(void* dst, Tensor src) = 0;
@@ -124,6 +130,9 @@ class Backend {
   // grad[N] is read (times hp.grad_scale); m[N], v[N] f32 moments.
   virtual void adamw_update(Tensor master, Tensor param, Tensor grad, Tensor m, Tensor v,
                             const AdamWStep& hp) = 0;
+
+ protected:
+  bool deterministic_ = false;
 };
 
 // "cpu" or "cuda" (cuda:N picks the device). Throws temper::Error for an unknown name or a

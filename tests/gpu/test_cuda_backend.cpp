@@ -3,102 +3,13 @@
 // values: f32 to 1e-5 relative (norm-wise), bf16/f16 outputs to 1e-2, NaN always fails.
 // bf16/f16 cases feed the CPU the same already-rounded values in f32.
 // Skipped (with a message) when no CUDA device is visible.
-#include <gtest/gtest.h>
-
-#include <cmath>
-#include <cstring>
-#include <memory>
-#include <vector>
-
-#include "core/allocator.h"
-#include "core/error.h"
-#include "core/rng.h"
-#include "kernels/backend.h"
-#include "kernels/cuda/cuda_backend.h"
-#include "support/test_util.h"
+#include "gpu_fixture.h"
 
 namespace temper {
+
 namespace {
 
-constexpr double kTolF32 = 1e-5;
-constexpr double kTolLow = 1e-2;  // bf16 / f16 outputs
-
-uint16_t host_f16(float f) {
-  _Float16 h = static_cast<_Float16>(f);  // round to nearest even
-  uint16_t u;
-  std::memcpy(&u, &h, 2);
-  return u;
-}
-float host_f16_to_f32(uint16_t u) {
-  _Float16 h;
-  std::memcpy(&h, &u, 2);
-  return float(h);
-}
-
-// What a value becomes when stored as `t` and read back as f32.
-float round_to(DType t, float f) {
-  if (t == DType::BF16) return bf16_to_f32(f32_to_bf16(f));
-  if (t == DType::F16) return host_f16_to_f32(host_f16(f));
-  return f;
-}
-double tol_for(DType t) { return t == DType::F32 ? kTolF32 : kTolLow; }
-
-class CudaBackendTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (cuda_device_count() == 0)
-      GTEST_SKIP() << "no CUDA device visible (no GPU or no driver): CUDA backend tests skipped";
-    cpu_ = make_backend("cpu");
-    gpu_ = make_backend("cuda");
-    cpu_arena_ = std::make_unique<Arena>(cpu_->memory(), "test-cpu");
-    gpu_arena_ = std::make_unique<Arena>(gpu_->memory(), "test-gpu");
-  }
-
-  Tensor on_cpu(DType t, Shape s) { return cpu_arena_->allocate(t, s); }
-  Tensor on_gpu(DType t, Shape s) { return gpu_arena_->allocate(t, s); }
-
-  // N(0, std²) host values from a fresh test stream, already rounded to `t`.
-  std::vector<float> random(int64_t n, DType t = DType::F32, float std = 1.0f) {
-    Rng rng(rng_stream(1234, RngPurpose::Test, next_stream_++));
-    std::vector<float> v(n);
-    for (auto& x : v) x = round_to(t, rng.normal() * std);
-    return v;
-  }
-
-  // Writes f32 host values into t (any float dtype) on backend b.
-  void upload(Backend& b, Tensor t, const std::vector<float>& v) {
-    ASSERT_EQ(int64_t(v.size()), t.numel());
-    if (t.dtype() == DType::F32) return b.copy_from_host(t, v.data());
-    std::vector<uint16_t> raw(v.size());
-    for (size_t i = 0; i < v.size(); ++i)
-      raw[i] = t.dtype() == DType::BF16 ? f32_to_bf16(v[i]) : host_f16(v[i]);
-    b.copy_from_host(t, raw.data());
-  }
-  // Reads t (any float dtype) from backend b as f32.
-  std::vector<float> download(Backend& b, Tensor t) {
-    b.synchronize();
-    if (t.dtype() != DType::F16) return test::to_host(b, t);
-    std::vector<uint16_t> raw(t.numel());
-    b.copy_to_host(raw.data(), t);
-    std::vector<float> out(raw.size());
-    for (size_t i = 0; i < raw.size(); ++i) out[i] = host_f16_to_f32(raw[i]);
-    return out;
-  }
-  Tensor gpu_with(DType t, const std::vector<float>& v) {
-    Tensor x = on_gpu(t, {int64_t(v.size())});
-    upload(*gpu_, x, v);
-    return x;
-  }
-  Tensor cpu_with(const std::vector<float>& v) {
-    Tensor x = on_cpu(DType::F32, {int64_t(v.size())});
-    upload(*cpu_, x, v);
-    return x;
-  }
-
-  std::unique_ptr<Backend> cpu_, gpu_;
-  std::unique_ptr<Arena> cpu_arena_, gpu_arena_;  // destroyed before the backends
-  uint32_t next_stream_ = 1;
-};
+using CudaBackendTest = GpuTest;
 
 const DType kFloatTypes[] = {DType::F32, DType::BF16, DType::F16};
 

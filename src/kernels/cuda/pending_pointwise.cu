@@ -25,30 +25,12 @@ void CudaBackend::rmsnorm_backward(Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
   pending("rmsnorm_backward");
 }
 
-void CudaBackend::linear_forward(Tensor, Tensor, Tensor, Tensor) { pending("linear_forward"); }
-void CudaBackend::linear_backward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) {
-  pending("linear_backward");
-}
-
 void CudaBackend::rope_forward(Tensor, Tensor, Tensor, Tensor) { pending("rope_forward"); }
 void CudaBackend::rope_backward(Tensor, Tensor, Tensor, Tensor) { pending("rope_backward"); }
-
-void CudaBackend::attention_forward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int) {
-  pending("attention_forward");
-}
-void CudaBackend::attention_backward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                                     Tensor, Tensor, Tensor, int) {
-  pending("attention_backward");
-}
 
 void CudaBackend::swiglu_forward(Tensor, Tensor, Tensor) { pending("swiglu_forward"); }
 void CudaBackend::swiglu_backward(Tensor, Tensor, Tensor, Tensor, Tensor) {
   pending("swiglu_backward");
-}
-
-LossSum CudaBackend::lm_head_cross_entropy(Tensor, Tensor, Tensor, Tensor, Tensor, float,
-                                           int64_t) {
-  pending("lm_head_cross_entropy");
 }
 
 }  // namespace temper
