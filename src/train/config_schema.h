@@ -70,6 +70,8 @@ void for_each_config_field(Config& c, F&& f) {
   f("train.log_every", t.log_every, "log every N steps");
   f("train.loss_chunk", t.loss_chunk, "tokens per LM-head + cross-entropy chunk");
   f("train.progress", t.progress, "progress display: auto | bar | plain");
+  f("train.deterministic", t.deterministic,
+    "identical bits run to run (ordered reductions, no atomics; may be slower on GPU)");
 
   auto& p = c.optim;
   f("optim.lr", p.lr, "peak learning rate");
@@ -81,6 +83,10 @@ void for_each_config_field(Config& c, F&& f) {
   f("optim.beta2", p.beta2, "AdamW beta2");
   f("optim.eps", p.eps, "AdamW epsilon");
   f("optim.grad_clip", p.grad_clip, "max global gradient L2 norm (0 = no clipping)");
+  f("optim.loss_scale_init", p.loss_scale_init,
+    "f16 only: initial dynamic loss scale (halved on overflow)");
+  f("optim.loss_scale_window", p.loss_scale_window,
+    "f16 only: steps without overflow before the loss scale doubles");
   f("optim.decay_norms_and_biases", p.decay_norms_and_biases,
     "apply weight decay to norm weights and biases too");
 }

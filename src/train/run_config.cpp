@@ -219,7 +219,7 @@ void validate(const RunConfig& c, const Origins* origins) {
          "one",
          format_value(m.preset), v.where("model.preset"), format_value(m.config),
          v.where("model.config"));
-  v.one_of("model.dtype", m.dtype, {"f32", "bf16"});
+  v.one_of("model.dtype", m.dtype, {"f32", "bf16", "f16"});
   const ModelOverrides& o = m.overrides;
   if (o.model_type) v.one_of("model.model_type", *o.model_type, {"llama", "mistral", "qwen2"});
   v.require_if_set("model.vocab_size", o.vocab_size, positive_int, "> 0");
@@ -281,6 +281,8 @@ void validate(const RunConfig& c, const Origins* origins) {
   v.require("optim.beta2", p.beta2, p.beta2 >= 0 && p.beta2 < 1, "in [0, 1)");
   v.require("optim.eps", p.eps, p.eps > 0, "> 0");
   v.require("optim.grad_clip", p.grad_clip, p.grad_clip >= 0, ">= 0 (0 = no clipping)");
+  v.require("optim.loss_scale_init", p.loss_scale_init, p.loss_scale_init >= 1, ">= 1");
+  v.require("optim.loss_scale_window", p.loss_scale_window, p.loss_scale_window > 0, "> 0");
 }
 
 }  // namespace

@@ -54,7 +54,7 @@ struct ModelOverrides {
 struct ModelSection {
   std::string preset;         // name of configs/models/<preset>.json (resolved by the caller)
   std::string config;         // path to a Hugging Face config.json (at most one of the two)
-  std::string dtype = "f32";  // parameter / activation dtype: f32 | bf16
+  std::string dtype = "f32";  // parameter / activation dtype: f32 | bf16 | f16
   ModelOverrides overrides;   // keys model.model_type, model.vocab_size, ...
   bool operator==(const ModelSection&) const = default;
 };
@@ -81,6 +81,7 @@ struct TrainSection {
   int64_t log_every = 1;          // log every N steps
   int64_t loss_chunk = 256;       // tokens per LM-head + cross-entropy chunk
   std::string progress = "auto";  // auto | bar | plain
+  bool deterministic = false;     // ordered reductions, no atomics: identical bits per run
   bool operator==(const TrainSection&) const = default;
 };
 
@@ -94,6 +95,8 @@ struct OptimSection {  // AdamW with a warmup + decay learning-rate schedule
   double beta2 = 0.95;
   double eps = 1e-8;
   double grad_clip = 1.0;               // clip the global gradient L2 norm (0 disables)
+  double loss_scale_init = 65536.0;     // f16: initial dynamic loss scale
+  int64_t loss_scale_window = 2000;     // f16: good steps before the scale doubles
   bool decay_norms_and_biases = false;  // apply weight decay to norm weights and biases too
   bool operator==(const OptimSection&) const = default;
 };

@@ -7,6 +7,7 @@
 #include "data/batch.h"
 #include "model/transformer.h"
 #include "optim/adamw.h"
+#include "optim/loss_scale.h"
 
 namespace temper {
 
@@ -16,10 +17,14 @@ struct StepResult {
   int64_t tokens = 0;         // all tokens processed, padding included
   double grad_norm = 0.0;     // before clipping
   float clip = 1.0f;          // factor applied to the gradients
+  bool skipped = false;       // non-finite gradients: no update was made
 };
 
+// With a loss scale (f16), gradients are computed for scale × loss and divided back
+// before clipping and the update. A step whose gradient norm is not finite makes no
+// update and reports skipped (and halves the loss scale).
 StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<MicroBatch>& micro,
-                      float lr, double max_grad_norm);
+                      float lr, double max_grad_norm, DynamicLossScale* loss_scale = nullptr);
 
 // Mean loss over batches, without gradients.
 double evaluate(Transformer& model, const std::vector<MicroBatch>& batches);

@@ -68,6 +68,7 @@ RunSummary run_training(const RunConfig& c) {
   validate_run_config(c);
   const ModelConfig mc = model_config_for_run(c);
   auto backend = make_backend(c.backend);
+  backend->set_deterministic(c.train.deterministic);
   const DType dtype = parse_dtype(c.model.dtype);
   if (backend->device().kind == DeviceKind::CPU && dtype != DType::F32)
     fail("model.dtype={} but the cpu backend computes in f32; set model.dtype=f32", c.model.dtype);
@@ -103,6 +104,10 @@ RunSummary run_training(const RunConfig& c) {
   oc.weight_decay = float(c.optim.weight_decay);
   oc.decay_norms_and_biases = c.optim.decay_norms_and_biases;
   AdamW optimizer(model.params(), *backend, oc);
+  // f16 needs loss scaling to keep small gradients; bf16 and f32 do not.
+  std::unique_ptr<DynamicLossScale> loss_scale;
+  if (dtype == DType::F16)
+    loss_scale = std::make_unique<DynamicLossScale>(c.optim.loss_scale_init, c.optim.loss_scale_window);
   LrSchedule schedule{c.optim.lr, c.optim.min_lr_ratio, c.optim.warmup_steps, c.train.steps,
                       c.optim.schedule};
 
@@ -121,13 +126,22 @@ RunSummary run_training(const RunConfig& c) {
     for (int64_t i = 0; i < c.train.grad_accum; ++i)
       micro.push_back(train_data.next(c.train.micro_batch_size, c.train.seq_len));
     const double lr = schedule.at(step);
-    StepResult r = train_step(model, optimizer, micro, float(lr), c.optim.grad_clip);
+    StepResult r = train_step(model, optimizer, micro, float(lr), c.optim.grad_clip, loss_scale.get());
     backend->synchronize();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double tps = double(r.tokens) / std::max(secs, 1e-9);
     summary.losses.push_back(r.loss);
-    metrics.write({{"step", step}, {"loss", r.loss}, {"lr", lr}, {"grad_norm", r.grad_norm},
-                   {"tokens_per_s", tps}, {"tokens", r.tokens}, {"target_tokens", r.target_tokens}});
+    nlohmann::json line = {{"step", step}, {"loss", r.loss}, {"lr", lr}, {"grad_norm", r.grad_norm},
+                           {"tokens_per_s", tps}, {"tokens", r.tokens},
+                           {"target_tokens", r.target_tokens}};
+    if (r.skipped) {
+      ++summary.skipped_steps;
+      line["skipped"] = true;
+      log::warn("step {}: non-finite gradient norm, update skipped ({} so far)", step,
+                summary.skipped_steps);
+    }
+    if (loss_scale) line["loss_scale"] = loss_scale->scale();
+    metrics.write(line);
     progress.step(step, r.loss, lr, r.grad_norm, tps);
     const bool eval_now = !val.empty() && (step % c.train.eval_every == 0 || step == c.train.steps);
     if (eval_now) {

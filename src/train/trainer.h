@@ -17,6 +17,7 @@ struct RunSummary {
   std::vector<double> losses;      // training loss per step
   std::vector<double> val_losses;  // per evaluation
   size_t peak_bytes = 0;           // device memory high-water mark
+  int64_t skipped_steps = 0;       // steps with non-finite gradients (no update)
 };
 
 RunSummary run_training(const RunConfig& config);

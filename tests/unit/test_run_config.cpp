@@ -193,7 +193,7 @@ TEST(RunConfig, OutOfRangeValuesAreErrors) {
         "train.progress=fancy", "optim.lr=-0.001", "optim.warmup_steps=-1",
         "optim.schedule=step", "optim.beta1=1", "optim.beta2=-0.5", "optim.grad_clip=-1",
         "optim.eps=0", "optim.weight_decay=-0.1", "optim.min_lr_ratio=1.5", "seed=-1",
-        "backend=gpu", "backend=cuda:", "model.dtype=f16", "model.vocab_size=0",
+        "backend=gpu", "backend=cuda:", "model.dtype=fp8", "model.vocab_size=0",
         "model.num_key_value_heads=-1", "model.model_type=gpt2", "data.num_docs=0",
         "data.val_fraction=1", "data.min_doc_tokens=1", "data.max_doc_tokens=4",
         "data.source=parquet", "out_dir="}) {

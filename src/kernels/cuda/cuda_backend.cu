@@ -75,6 +75,7 @@ CudaBackend::CudaBackend(int index) : index_(index), memory_(index) {
     CUDA_CHECK(cudaSetDevice(index));
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasLtCreate(&cublaslt_));
+    CUDA_CHECK(cudaMalloc(&gemm_workspace_, kGemmWorkspaceBytes));
     CUDA_CHECK(cudaMalloc(&reduce_partials_, (kMaxReduceBlocks + 1) * sizeof(double)));
     CUDA_CHECK(cudaMallocHost(&reduce_host_, sizeof(double)));
     cudaDeviceProp prop{};
@@ -94,10 +95,12 @@ void CudaBackend::release() noexcept {
   if (stream_) (void)cudaStreamSynchronize(stream_);
   if (reduce_host_) (void)cudaFreeHost(reduce_host_);
   if (reduce_partials_) (void)cudaFree(reduce_partials_);
+  if (gemm_workspace_) (void)cudaFree(gemm_workspace_);
   if (cublaslt_) (void)cublasLtDestroy(cublaslt_);
   if (stream_) (void)cudaStreamDestroy(stream_);
   reduce_host_ = nullptr;
   reduce_partials_ = nullptr;
+  gemm_workspace_ = nullptr;
   cublaslt_ = nullptr;
   stream_ = nullptr;
 }

@@ -55,6 +55,9 @@ class CudaBackend final : public Backend {
   // For kernels of this backend (and the next issue's GEMMs).
   CUstream_st* stream() const { return stream_; }
   cublasLtContext* cublaslt() const { return cublaslt_; }
+  // cuBLASLt workspace (kGemmWorkspaceBytes, allocated once) for this stream's GEMMs (gemm.h).
+  void* gemm_workspace() const { return gemm_workspace_; }
+  static constexpr size_t kGemmWorkspaceBytes = size_t(32) << 20;
 
   void copy_from_host(Tensor dst, const void* src) override;
   void copy_to_host(void* dst, Tensor src) override;  // blocks until the bytes are on the host
@@ -103,6 +106,7 @@ class CudaBackend final : public Backend {
   CudaMemory memory_;
   CUstream_st* stream_ = nullptr;
   cublasLtContext* cublaslt_ = nullptr;
+  void* gemm_workspace_ = nullptr;     // device [kGemmWorkspaceBytes]
   double* reduce_partials_ = nullptr;  // device [kMaxReduceBlocks + 1] f64; last = total
   double* reduce_host_ = nullptr;      // pinned host [1] f64
 };
