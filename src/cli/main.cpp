@@ -4,6 +4,9 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include <fstream>
+
+#include "train/bench.h"
 #include "train/run_config.h"
 #include "train/trainer.h"
 
@@ -22,10 +25,33 @@ int main(int argc, char** argv) {
   show->add_option("config", config_path, "Run config (YAML)")->required();
   show->add_option("overrides", overrides, "key.sub=value overrides");
 
+  auto* bench = app.add_subcommand(
+      "bench", "Measure training throughput (tokens/s, TFLOP/s, MFU, peak memory) on random tokens");
+  temper::BenchOptions bench_options;
+  std::string bench_json;
+  bench->add_option("config", config_path, "Run config (YAML): model, backend, dtype, batch shape")
+      ->required();
+  bench->add_option("overrides", overrides, "key.sub=value overrides");
+  bench->add_option("--steps", bench_options.steps, "timed steps (median reported)");
+  bench->add_option("--warmup", bench_options.warmup_steps, "untimed steps first");
+  bench->add_flag("--frozen-base", bench_options.frozen_base,
+                  "freeze every parameter: forward + backward without weight gradients");
+  bench->add_option("--peak-tflops", bench_options.peak_tflops,
+                    "dense peak of the device for MFU (default: known GPUs by name)");
+  bench->add_option("--json", bench_json, "append the result as one JSON line to this file");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (train->parsed()) {
       temper::run_training(temper::load_run_config(config_path, overrides));
+    } else if (bench->parsed()) {
+      auto result = temper::run_bench(temper::load_run_config(config_path, overrides), bench_options);
+      fmt::print("{}", temper::format_bench(result));
+      if (!bench_json.empty()) {
+        std::ofstream out(bench_json, std::ios::app);
+        if (!out) throw temper::Error("cannot open '" + bench_json + "' for the bench result");
+        out << result.dump() << "\n";
+      }
     } else if (show->parsed()) {
       fmt::print("{}", temper::to_yaml(temper::load_run_config(config_path, overrides)));
     }

@@ -47,6 +47,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   virtual Device device() const = 0;
+  // What the hardware is, for reports ("cpu (2 threads)", "NVIDIA H100 80GB HBM3").
+  virtual std::string device_name() const { return name(); }
   virtual MemoryResource& memory() = 0;
   virtual void synchronize() = 0;
 

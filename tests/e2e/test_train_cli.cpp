@@ -118,5 +118,30 @@ TEST(TrainCli, BadValuesAndMissingThingsAreClearErrors) {
   EXPECT_NE(missing.output.find("/nonexistent/run.yaml"), std::string::npos) << missing.output;
 }
 
+TEST(BenchCli, ReportsThroughputAndWritesJson) {
+  auto dir = test::temp_dir("e2e_bench");
+  const std::string json = (dir / "bench.jsonl").string();
+  for (const char* mode : {"", " --frozen-base"}) {
+    Result r = run_temper("bench " + kRecipe + " train.grad_accum=1 --steps 2 --warmup 1 --json " +
+                          json + mode);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("tokens/s"), std::string::npos) << r.output;
+  }
+  std::ifstream in(json);
+  std::string line;
+  std::vector<nlohmann::json> rows;
+  while (std::getline(in, line)) rows.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["mode"], "full");
+  EXPECT_EQ(rows[1]["mode"], "frozen_base");
+  for (auto& j : rows) {
+    EXPECT_GT(j["tokens_per_s"].get<double>(), 0.0);
+    EXPECT_GT(j["tflops"].get<double>(), 0.0);
+    EXPECT_GT(j["peak_memory_bytes"].get<double>(), 0.0);
+  }
+  // A frozen base keeps no optimizer state or weight gradients in use: less memory.
+  EXPECT_LT(rows[1]["peak_memory_bytes"].get<double>(), rows[0]["peak_memory_bytes"].get<double>());
+}
+
 }  // namespace
 }  // namespace temper

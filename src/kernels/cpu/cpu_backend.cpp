@@ -2,6 +2,9 @@
 // live in ops_*.cpp next to this file, one op (forward + backward) per file.
 #include "kernels/cpu/cpu_backend.h"
 
+#include <fmt/format.h>
+#include <omp.h>
+
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -33,6 +36,10 @@ bool is_float(DType t) { return t == DType::F32 || t == DType::BF16 || t == DTyp
 }  // namespace
 
 // ---- data movement ----------------------------------------------------------------
+
+std::string CpuBackend::device_name() const {
+  return fmt::format("cpu ({} OpenMP threads)", omp_get_max_threads());
+}
 
 void CpuBackend::copy_from_host(Tensor dst, const void* src) {
   if (!dst.defined()) fail("copy_from_host: dst is missing");

@@ -9,6 +9,7 @@ class CpuBackend final : public Backend {
  public:
   std::string name() const override { return "cpu"; }
   Device device() const override { return {DeviceKind::CPU, 0}; }
+  std::string device_name() const override;  // "cpu (N OpenMP threads)"
   MemoryResource& memory() override { return memory_; }
   void synchronize() override {}
 

@@ -1,0 +1,135 @@
+#include "train/bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/rng.h"
+#include "kernels/backend.h"
+#include "data/loader.h"
+#include "model/transformer.h"
+#include "optim/adamw.h"
+#include "train/train_step.h"
+#include "train/trainer.h"
+
+namespace temper {
+
+double model_flops_per_token(const ModelConfig& c, int64_t seq_len, bool frozen_base) {
+  const double head = c.tie_word_embeddings ? double(c.vocab_size) * double(c.hidden_size) : 0.0;
+  const double n = double(c.num_non_embedding_parameters()) + head;
+  const double attention = 12.0 * double(c.num_hidden_layers) * double(c.num_attention_heads) *
+                           double(c.head_dim) * double(seq_len);
+  return (frozen_base ? 4.0 : 6.0) * n + attention;
+}
+
+double known_peak_tflops(const std::string& name) {
+  auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
+  if (has("H200")) return 989.0;
+  if (has("H100")) return has("PCIe") ? 756.0 : 989.0;
+  if (has("A100")) return 312.0;
+  return 0.0;
+}
+
+nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
+  validate_run_config(c);
+  if (o.steps < 1 || o.warmup_steps < 0) fail("bench: --steps must be >= 1 and --warmup >= 0");
+  const ModelConfig mc = model_config_for_run(c);
+  auto backend = make_backend(c.backend);
+  backend->set_deterministic(c.train.deterministic);
+  const DType dtype = parse_dtype(c.model.dtype);
+  if (backend->device().kind == DeviceKind::CPU && dtype != DType::F32)
+    fail("model.dtype={} but the cpu backend computes in f32", c.model.dtype);
+  const int64_t rows = c.train.micro_batch_size, S = c.train.seq_len;
+  if (S > mc.max_position_embeddings)
+    fail("train.seq_len {} exceeds max_position_embeddings {}", S, mc.max_position_embeddings);
+
+  Transformer model(mc, *backend, dtype);
+  model.init_weights(uint64_t(c.seed));
+  model.set_recompute(c.train.recompute);
+  model.set_loss_chunk(c.train.loss_chunk);
+  if (o.frozen_base)
+    for (auto& p : model.params().all()) p.trainable = false;
+  AdamW optimizer(model.params(), *backend, AdamWConfig{});
+
+  // Random tokens, one full-length document per row.
+  Rng rng(rng_stream(uint64_t(c.seed), RngPurpose::Data, 0xbe7c));
+  auto random_batch = [&] {
+    BatchBuilder b(rows, S, 0);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<int32_t> t(S);
+      for (auto& x : t) x = int32_t(rng.below(uint64_t(mc.vocab_size)));
+      Document d = causal_document(std::move(t));
+      b.add_document(d.tokens, d.targets);
+    }
+    return b.finish();
+  };
+  std::vector<MicroBatch> micro;
+  for (int64_t i = 0; i < c.train.grad_accum; ++i) micro.push_back(random_batch());
+
+  log::info("bench: {} ({:.3f}B parameters) on {}, {} × {} × {} tokens per step, {}",
+            c.model.preset.empty() ? c.model.config : c.model.preset,
+            double(mc.num_parameters()) / 1e9, backend->device_name(), c.train.grad_accum, rows, S,
+            o.frozen_base ? "frozen base" : "full fine-tuning");
+  std::vector<double> times;
+  for (int64_t s = 0; s < o.warmup_steps + o.steps; ++s) {
+    backend->synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    train_step(model, optimizer, micro, 1e-5f, 1.0);
+    backend->synchronize();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s >= o.warmup_steps) times.push_back(dt);
+  }
+  std::sort(times.begin(), times.end());
+  const double median = times[times.size() / 2];
+  const double tokens = double(c.train.grad_accum * rows * S);
+  const double tps = tokens / median;
+  const double tflops = tps * model_flops_per_token(mc, S, o.frozen_base) / 1e12;
+  const double peak = o.peak_tflops > 0 ? o.peak_tflops : known_peak_tflops(backend->device_name());
+  nlohmann::json j = {
+      {"model", c.model.preset.empty() ? c.model.config : c.model.preset},
+      {"parameters", mc.num_parameters()},
+      {"device", backend->device_name()},
+      {"backend", backend->name()},
+      {"dtype", c.model.dtype},
+      {"mode", o.frozen_base ? "frozen_base" : "full"},
+      {"seq_len", S},
+      {"micro_batch_size", rows},
+      {"grad_accum", c.train.grad_accum},
+      {"recompute", c.train.recompute},
+      {"steps_timed", o.steps},
+      {"step_seconds_median", median},
+      {"step_seconds_min", times.front()},
+      {"tokens_per_s", tps},
+      {"tflops", tflops},
+      {"peak_memory_bytes", backend->memory().peak_bytes()},
+  };
+  if (peak > 0) {
+    j["peak_tflops"] = peak;
+    j["mfu"] = tflops / peak;
+  }
+  return j;
+}
+
+std::string format_bench(const nlohmann::json& r) {
+  std::string s = fmt::format(
+      "model {} ({:.3f}B params) | {} {} | {} | seq {} × {} rows × {} accum\n",
+      r["model"].get<std::string>(), r["parameters"].get<double>() / 1e9,
+      r["device"].get<std::string>(), r["dtype"].get<std::string>(), r["mode"].get<std::string>(),
+      r["seq_len"].get<int64_t>(), r["micro_batch_size"].get<int64_t>(),
+      r["grad_accum"].get<int64_t>());
+  s += fmt::format("step {:.4f} s (median of {}) | {:.0f} tokens/s | {:.2f} TFLOP/s", 
+                   r["step_seconds_median"].get<double>(), r["steps_timed"].get<int64_t>(),
+                   r["tokens_per_s"].get<double>(), r["tflops"].get<double>());
+  if (r.contains("mfu"))
+    s += fmt::format(" | MFU {:.1f}% of {:.0f}", 100.0 * r["mfu"].get<double>(),
+                     r["peak_tflops"].get<double>());
+  else
+    s += " | MFU n/a (unknown peak: pass --peak-tflops)";
+  s += fmt::format(" | peak memory {:.1f} MiB\n",
+                   double(r["peak_memory_bytes"].get<size_t>()) / 1048576.0);
+  return s;
+}
+
+}  // namespace temper
