@@ -12,6 +12,7 @@ constexpr size_t kNone = size_t(-1);
 }
 
 struct Transformer::LayerParams {
+  size_t first = 0, end = 0;  // this block's parameters are [first, end)
   size_t input_norm, q, k, v, o, post_norm, gate, up, down;
   size_t q_bias = kNone, k_bias = kNone, v_bias = kNone;
 };
@@ -72,6 +73,7 @@ void Transformer::declare_parameters() {
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     LayerParams lp;
+    lp.first = params_.size();
     lp.input_norm = vector(p + "input_layernorm.weight", C, ParamInit::Ones);
     lp.q = matrix(p + "self_attn.q_proj.weight", c.q_dim(), C);
     lp.k = matrix(p + "self_attn.k_proj.weight", c.kv_dim(), C);
@@ -86,6 +88,7 @@ void Transformer::declare_parameters() {
     lp.gate = matrix(p + "mlp.gate_proj.weight", F, C);
     lp.up = matrix(p + "mlp.up_proj.weight", F, C);
     lp.down = matrix(p + "mlp.down_proj.weight", C, F);
+    lp.end = params_.size();
     layers_.push_back(lp);
   }
   final_norm_ = vector("model.norm.weight", C, ParamInit::Ones);
@@ -261,6 +264,8 @@ LossSum Transformer::forward_backward(const MicroBatch& batch, float grad_scale)
                                                 loss_chunk_);
   backend_.rmsnorm_backward(dres, grad_or_none(final_norm_), dlnf, in.residuals[L],
                             params_[final_norm_].value, in.rstdf);
+  // Final norm and an untied head are done; a tied head is the embedding, done last.
+  if (grad_ready_) grad_ready_(final_norm_, params_.size());
 
   for (int64_t l = L - 1; l >= 0; --l) {
     Acts& a = in.acts[recompute_ ? 0 : l];
@@ -268,8 +273,10 @@ LossSum Transformer::forward_backward(const MicroBatch& batch, float grad_scale)
     // for its output (the result equals residuals[l + 1], already consumed).
     if (recompute_) block_forward(int(l), in.residuals[l], dlnf, a, in);
     block_backward(int(l), in.residuals[l], dres, a, in);
+    if (grad_ready_) grad_ready_(layers_[l].first, layers_[l].end);
   }
   if (params_[embed_].trainable) backend_.embedding_backward(params_[embed_].grad, dres, in.ids);
+  if (grad_ready_) grad_ready_(embed_, embed_ + 1);
   return loss;
 }
 

@@ -3,6 +3,7 @@
 // an explicit backward pass per block (no autograd) and optional activation recompute.
 // The model knows nothing about parallelism or the optimizer.
 #pragma once
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -39,6 +40,12 @@ class Transformer {
   // Full logits [T, V] f32 on the host (tests and generation; materialises T×V).
   std::vector<float> logits(const MicroBatch& batch);
 
+  // Called inside forward_backward as soon as the gradients of parameters [first, last)
+  // (indices into params()) are final for that call, in backward order; data parallelism
+  // uses it to start reducing them while backward goes on.
+  using GradReadyHook = std::function<void(size_t first, size_t last)>;
+  void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
+
   // Peak bytes of activations and scratch seen so far.
   size_t activation_peak_bytes() const;
 
@@ -66,6 +73,7 @@ class Transformer {
   std::vector<LayerParams> layers_;
   size_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;
   bool recompute_ = false;
+  GradReadyHook grad_ready_;
   int64_t loss_chunk_ = 256;
 
   std::unique_ptr<Arena> const_arena_;  // rope tables

@@ -89,6 +89,12 @@ void for_each_config_field(Config& c, F&& f) {
     "f16 only: steps without overflow before the loss scale doubles");
   f("optim.decay_norms_and_biases", p.decay_norms_and_biases,
     "apply weight decay to norm weights and biases too");
+
+  auto& q = c.parallel;
+  f("parallel.tp", q.tp, "tensor-parallel ranks (dp = world size / tp)");
+  f("parallel.zero", q.zero, "ZeRO stage: 0 (replicated AdamW state), 1 or 2");
+  f("parallel.bucket_mb", q.bucket_mb, "gradient all-reduce bucket size (MiB)");
+  f("parallel.timeout_s", q.timeout_s, "a collective not done in this time aborts the job");
 }
 
 // The schema type of a field's C++ type.

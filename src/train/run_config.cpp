@@ -283,6 +283,12 @@ void validate(const RunConfig& c, const Origins* origins) {
   v.require("optim.grad_clip", p.grad_clip, p.grad_clip >= 0, ">= 0 (0 = no clipping)");
   v.require("optim.loss_scale_init", p.loss_scale_init, p.loss_scale_init >= 1, ">= 1");
   v.require("optim.loss_scale_window", p.loss_scale_window, p.loss_scale_window > 0, "> 0");
+
+  const ParallelSection& q = c.parallel;
+  v.require("parallel.tp", q.tp, q.tp >= 1, ">= 1");
+  v.require("parallel.zero", q.zero, q.zero >= 0 && q.zero <= 2, "0, 1 or 2");
+  v.require("parallel.bucket_mb", q.bucket_mb, q.bucket_mb > 0, "> 0");
+  v.require("parallel.timeout_s", q.timeout_s, q.timeout_s > 0, "> 0");
 }
 
 }  // namespace

@@ -101,6 +101,14 @@ struct OptimSection {  // AdamW with a warmup + decay learning-rate schedule
   bool operator==(const OptimSection&) const = default;
 };
 
+struct ParallelSection {  // layout over the ranks mpirun / srun started
+  int64_t tp = 1;            // tensor-parallel group size (innermost)
+  int64_t zero = 0;          // ZeRO stage for the AdamW state: 0, 1, 2
+  double bucket_mb = 25.0;   // data-parallel gradient bucket size
+  double timeout_s = 300.0;  // collective timeout before the job aborts
+  bool operator==(const ParallelSection&) const = default;
+};
+
 struct RunConfig {
   int64_t seed = 1234;
   std::string out_dir = "runs/default";
@@ -109,6 +117,7 @@ struct RunConfig {
   DataSection data;
   TrainSection train;
   OptimSection optim;
+  ParallelSection parallel;
   bool operator==(const RunConfig&) const = default;
 };
 

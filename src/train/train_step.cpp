@@ -6,29 +6,63 @@
 
 namespace temper {
 
-StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<MicroBatch>& micro,
-                      float lr, double max_grad_norm, DynamicLossScale* loss_scale) {
-  StepResult r;
-  for (const auto& b : micro) {
-    r.target_tokens += b.target_count();
-    r.tokens += b.tokens();
+namespace {
+
+// Sums host doubles (target counts, loss sums) over the dp group.
+void sum_over(Communicator* dp, std::vector<double>& values) {
+  if (!dp || dp->size() == 1) return;
+  // f64 has no Tensor dtype: each value travels as an f32 part plus the f32 remainder.
+  // Integer counts stay exact while every partial sum is below 2^24; beyond that (and for
+  // losses) the relative error is ~1e-7.
+  std::vector<float> parts(values.size() * 2);
+  for (size_t i = 0; i < values.size(); ++i) {
+    parts[2 * i] = float(values[i]);
+    parts[2 * i + 1] = float(values[i] - double(parts[2 * i]));
   }
+  dp->all_reduce(Tensor(parts.data(), DType::F32, Shape{int64_t(parts.size())}), ReduceOp::Sum);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = double(parts[2 * i]) + double(parts[2 * i + 1]);
+}
+
+}  // namespace
+
+StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<MicroBatch>& micro,
+                      float lr, double max_grad_norm, const StepOptions& o) {
+  StepResult r;
+  std::vector<double> counts = {0.0, 0.0};
+  for (const auto& b : micro) {
+    counts[0] += double(b.target_count());
+    counts[1] += double(b.tokens());
+  }
+  sum_over(o.dp, counts);  // the whole global batch
+  r.target_tokens = int64_t(counts[0]);
+  r.tokens = int64_t(counts[1]);
   if (r.target_tokens == 0) fail("training step has no target tokens (every target is -100)");
-  const double scale = loss_scale ? loss_scale->scale() : 1.0;
+  const double scale = o.loss_scale ? o.loss_scale->scale() : 1.0;
   const float grad_scale = float(scale / double(r.target_tokens));
   model.params().zero_grads();
-  double loss_sum = 0.0;
-  for (const auto& b : micro) loss_sum += model.forward_backward(b, grad_scale).loss;
-  r.loss = loss_sum / double(r.target_tokens);
+  std::vector<double> loss_sum = {0.0};
+  for (size_t i = 0; i < micro.size(); ++i) {
+    // Gradients are final only in the last micro-batch: reduce them as they appear.
+    const bool last = i + 1 == micro.size();
+    if (o.grad_sync && last)
+      model.set_grad_ready_hook([&](size_t a, size_t b) { o.grad_sync->ready(a, b); });
+    loss_sum[0] += model.forward_backward(micro[i], grad_scale).loss;
+  }
+  if (o.grad_sync) {
+    model.set_grad_ready_hook(nullptr);
+    o.grad_sync->finish();
+  }
+  sum_over(o.dp, loss_sum);
+  r.loss = loss_sum[0] / double(r.target_tokens);
   r.grad_norm = grad_norm(model.params(), model.backend()) / scale;
   if (!std::isfinite(r.grad_norm)) {
     r.skipped = true;
-    if (loss_scale) loss_scale->overflow();
+    if (o.loss_scale) o.loss_scale->overflow();
     return r;
   }
   r.clip = clip_factor(r.grad_norm, max_grad_norm);
   optimizer.step(lr, float(r.clip / scale));
-  if (loss_scale) loss_scale->good_step();
+  if (o.loss_scale) o.loss_scale->good_step();
   return r;
 }
 

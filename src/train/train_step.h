@@ -8,6 +8,8 @@
 #include "model/transformer.h"
 #include "optim/adamw.h"
 #include "optim/loss_scale.h"
+#include "parallel/communicator.h"
+#include "parallel/data_parallel.h"
 
 namespace temper {
 
@@ -20,11 +22,20 @@ struct StepResult {
   bool skipped = false;       // non-finite gradients: no update was made
 };
 
-// With a loss scale (f16), gradients are computed for scale × loss and divided back
-// before clipping and the update. A step whose gradient norm is not finite makes no
-// update and reports skipped (and halves the loss scale).
+struct StepOptions {
+  // f16: gradients are computed for scale × loss and divided back before clipping and
+  // the update; a step whose gradient norm is not finite halves the scale.
+  DynamicLossScale* loss_scale = nullptr;
+  // Data parallelism: `dp` sums scalars (target counts, losses) over host buffers, and
+  // `grad_sync` sums the gradients in buckets during the last micro-batch's backward.
+  Communicator* dp = nullptr;
+  GradientBuckets* grad_sync = nullptr;
+};
+
+// `micro` is this rank's share of the global batch. A step whose gradient norm is not
+// finite makes no update and reports skipped.
 StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<MicroBatch>& micro,
-                      float lr, double max_grad_norm, DynamicLossScale* loss_scale = nullptr);
+                      float lr, double max_grad_norm, const StepOptions& options = {});
 
 // Mean loss over batches, without gradients.
 double evaluate(Transformer& model, const std::vector<MicroBatch>& batches);

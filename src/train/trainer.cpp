@@ -126,7 +126,7 @@ RunSummary run_training(const RunConfig& c) {
     for (int64_t i = 0; i < c.train.grad_accum; ++i)
       micro.push_back(train_data.next(c.train.micro_batch_size, c.train.seq_len));
     const double lr = schedule.at(step);
-    StepResult r = train_step(model, optimizer, micro, float(lr), c.optim.grad_clip, loss_scale.get());
+    StepResult r = train_step(model, optimizer, micro, float(lr), c.optim.grad_clip, {loss_scale.get()});
     backend->synchronize();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double tps = double(r.tokens) / std::max(secs, 1e-9);

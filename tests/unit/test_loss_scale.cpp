@@ -52,7 +52,7 @@ TEST(LossScale, PowerOfTwoScaleGivesTheSameUpdateInF32) {
     Transformer m(small(), *cpu, DType::F32);
     test::randomize_parameters(m.params(), *cpu, 3, 0.3f, 0.1f, 0.1f);
     AdamW opt(m.params(), *cpu, AdamWConfig{});
-    StepResult r = train_step(m, opt, {batch()}, 1e-2f, 1.0, scale);
+    StepResult r = train_step(m, opt, {batch()}, 1e-2f, 1.0, {scale});
     EXPECT_FALSE(r.skipped);
     return std::make_pair(r.grad_norm, test::to_host(*cpu, m.params().flat_values()));
   };
@@ -75,7 +75,7 @@ TEST(LossScale, NonFiniteGradientSkipsTheUpdate) {
   cpu->copy_from_host(w.value, v.data());
   std::vector<float> before = test::to_host(*cpu, m.params().flat_values());
   DynamicLossScale scale(1024.0, 100);
-  StepResult r = train_step(m, opt, {batch()}, 1e-2f, 1.0, &scale);
+  StepResult r = train_step(m, opt, {batch()}, 1e-2f, 1.0, {&scale});
   EXPECT_TRUE(r.skipped);
   EXPECT_EQ(scale.scale(), 512.0);
   EXPECT_EQ(opt.steps_taken(), 0);
