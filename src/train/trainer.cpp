@@ -7,10 +7,15 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "data/synthetic.h"
+#include "io/hf_model.h"
 #include "kernels/backend.h"
 #include "model/transformer.h"
 #include "optim/adamw.h"
 #include "optim/schedule.h"
+#include "parallel/data_parallel.h"
+#include "parallel/grid.h"
+#include "parallel/mpi_comm.h"
+#include "parallel/process.h"
 #include "train/metrics.h"
 #include "train/progress.h"
 #include "train/train_step.h"
@@ -64,20 +69,46 @@ ModelConfig model_config_for_run(const RunConfig& config) {
   return mc;
 }
 
-RunSummary run_training(const RunConfig& c) {
-  validate_run_config(c);
+namespace {
+
+// Everything a run needs about where it runs: one process, or one rank of an mpirun /
+// srun job arranged as a dp × tp grid.
+struct Placement {
+  ProcessInfo process;
+  std::unique_ptr<MpiRuntime> mpi;
+  std::unique_ptr<MpiComm> world;
+  std::unique_ptr<DeviceGrid> grid;
+  int dp_size() const { return grid ? grid->dp_size() : 1; }
+  int dp_rank() const { return grid ? grid->dp_rank() : 0; }
+  bool is_rank0() const { return process.rank == 0; }
+};
+
+std::string backend_name_for(const RunConfig& c, const ProcessInfo& p) {
+  // One GPU per process: under a launcher, "cuda" means the local rank's GPU.
+  if (c.backend == "cuda" && p.world_size > 1) return fmt::format("cuda:{}", p.local_rank);
+  return c.backend;
+}
+
+RunSummary train_on(const RunConfig& c, Placement& place) {
   const ModelConfig mc = model_config_for_run(c);
-  auto backend = make_backend(c.backend);
+  auto backend = make_backend(backend_name_for(c, place.process));
   backend->set_deterministic(c.train.deterministic);
   const DType dtype = parse_dtype(c.model.dtype);
   if (backend->device().kind == DeviceKind::CPU && dtype != DType::F32)
     fail("model.dtype={} but the cpu backend computes in f32; set model.dtype=f32", c.model.dtype);
+  if (place.dp_size() > 1 && backend->device().kind != DeviceKind::CPU)
+    fail("data parallelism on the CUDA backend needs the NCCL gradient path, not wired yet");
+  const bool rank0 = place.is_rank0();
 
-  fs::create_directories(c.out_dir);
-  { std::ofstream(fs::path(c.out_dir) / "config.yaml") << to_yaml(c); }
-  { std::ofstream(fs::path(c.out_dir) / "model_config.json") << model_config_to_hf_json(mc).dump(2); }
+  if (rank0) {
+    fs::create_directories(c.out_dir);
+    std::ofstream(fs::path(c.out_dir) / "config.yaml") << to_yaml(c);
+    std::ofstream(fs::path(c.out_dir) / "model_config.json") << model_config_to_hf_json(mc).dump(2);
+  }
 
-  // Data (generated text until the dataset issue lands).
+  // Data (generated text until the dataset issue lands). Every rank walks the same global
+  // stream of micro-batches and keeps every dp-th one, so the global batch of a step is
+  // the same whatever the layout.
   if (c.data.source != "synthetic")
     fail("data.source '{}' is not available yet (only 'synthetic')", c.data.source);
   if (mc.vocab_size < kSyntheticMinVocab)
@@ -89,7 +120,7 @@ RunSummary run_training(const RunConfig& c) {
   const int32_t pad_id = kSyntheticEos;
   DocumentLoader train_data(std::move(text.train), uint64_t(c.seed), true, c.data.packing, pad_id);
   std::vector<MicroBatch> val = validation_batches(std::move(text.val), c, pad_id);
-  if (c.train.eval_every > 0 && val.empty())
+  if (c.train.eval_every > 0 && val.empty() && rank0)
     log::warn("train.eval_every={} but the validation split is empty; no evaluation",
               c.train.eval_every);
 
@@ -104,59 +135,107 @@ RunSummary run_training(const RunConfig& c) {
   oc.weight_decay = float(c.optim.weight_decay);
   oc.decay_norms_and_biases = c.optim.decay_norms_and_biases;
   AdamW optimizer(model.params(), *backend, oc);
+  StepOptions step_options;
   // f16 needs loss scaling to keep small gradients; bf16 and f32 do not.
   std::unique_ptr<DynamicLossScale> loss_scale;
   if (dtype == DType::F16)
     loss_scale = std::make_unique<DynamicLossScale>(c.optim.loss_scale_init, c.optim.loss_scale_window);
+  step_options.loss_scale = loss_scale.get();
+  std::unique_ptr<GradientBuckets> buckets;
+  if (place.dp_size() > 1) {
+    buckets = std::make_unique<GradientBuckets>(model.params(), place.grid->dp(), c.parallel.bucket_mb);
+    step_options.dp = &place.grid->dp();
+    step_options.grad_sync = buckets.get();
+  }
   LrSchedule schedule{c.optim.lr, c.optim.min_lr_ratio, c.optim.warmup_steps, c.train.steps,
                       c.optim.schedule};
 
-  log::info("temper train: {} layers, hidden {}, {:.2f}M parameters, backend {}, {} train docs",
-            mc.num_hidden_layers, mc.hidden_size, double(mc.num_parameters()) / 1e6,
-            backend->name(), train_data.size());
-  log::info("global batch: {} × {} rows × {} tokens; metrics -> {}/metrics.jsonl",
-            c.train.grad_accum, c.train.micro_batch_size, c.train.seq_len, c.out_dir);
+  const int dp = place.dp_size();
+  if (rank0) {
+    log::info("temper train: {} layers, hidden {}, {:.2f}M parameters, backend {}, {} train docs",
+              mc.num_hidden_layers, mc.hidden_size, double(mc.num_parameters()) / 1e6,
+              backend->name(), train_data.size());
+    if (place.grid) log::info("grid: {}, {} gradient buckets", place.grid->str(), buckets ? buckets->bucket_count() : 0);
+    log::info("global batch: {} dp × {} accum × {} rows × {} tokens; metrics -> {}/metrics.jsonl",
+              dp, c.train.grad_accum, c.train.micro_batch_size, c.train.seq_len, c.out_dir);
+  }
 
-  MetricsWriter metrics((fs::path(c.out_dir) / "metrics.jsonl").string());
-  Progress progress(c.train.steps, c.train.progress, c.train.log_every);
+  std::unique_ptr<MetricsWriter> metrics;
+  if (rank0) metrics = std::make_unique<MetricsWriter>((fs::path(c.out_dir) / "metrics.jsonl").string());
+  Progress progress(c.train.steps, rank0 ? c.train.progress : "plain", rank0 ? c.train.log_every : 0);
   RunSummary summary;
   for (int64_t step = 1; step <= c.train.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<MicroBatch> micro;
-    for (int64_t i = 0; i < c.train.grad_accum; ++i)
-      micro.push_back(train_data.next(c.train.micro_batch_size, c.train.seq_len));
+    for (int64_t i = 0; i < c.train.grad_accum * dp; ++i) {
+      MicroBatch b = train_data.next(c.train.micro_batch_size, c.train.seq_len);
+      if (i % dp == place.dp_rank()) micro.push_back(std::move(b));
+    }
     const double lr = schedule.at(step);
-    StepResult r = train_step(model, optimizer, micro, float(lr), c.optim.grad_clip, {loss_scale.get()});
+    StepResult r = train_step(model, optimizer, micro, float(lr), c.optim.grad_clip, step_options);
     backend->synchronize();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double tps = double(r.tokens) / std::max(secs, 1e-9);
     summary.losses.push_back(r.loss);
-    nlohmann::json line = {{"step", step}, {"loss", r.loss}, {"lr", lr}, {"grad_norm", r.grad_norm},
-                           {"tokens_per_s", tps}, {"tokens", r.tokens},
-                           {"target_tokens", r.target_tokens}};
-    if (r.skipped) {
-      ++summary.skipped_steps;
-      line["skipped"] = true;
-      log::warn("step {}: non-finite gradient norm, update skipped ({} so far)", step,
-                summary.skipped_steps);
+    if (r.skipped) ++summary.skipped_steps;
+    if (rank0) {
+      nlohmann::json line = {{"step", step}, {"loss", r.loss}, {"lr", lr}, {"grad_norm", r.grad_norm},
+                             {"tokens_per_s", tps}, {"tokens", r.tokens},
+                             {"target_tokens", r.target_tokens}};
+      if (r.skipped) {
+        line["skipped"] = true;
+        log::warn("step {}: non-finite gradient norm, update skipped ({} so far)", step,
+                  summary.skipped_steps);
+      }
+      if (loss_scale) line["loss_scale"] = loss_scale->scale();
+      metrics->write(line);
+      progress.step(step, r.loss, lr, r.grad_norm, tps);
     }
-    if (loss_scale) line["loss_scale"] = loss_scale->scale();
-    metrics.write(line);
-    progress.step(step, r.loss, lr, r.grad_norm, tps);
     const bool eval_now = !val.empty() && (step % c.train.eval_every == 0 || step == c.train.steps);
     if (eval_now) {
-      const double vl = evaluate(model, val);
-      summary.val_losses.push_back(vl);
-      metrics.write({{"step", step}, {"val_loss", vl}});
-      progress.eval(step, vl);
+      // Every rank holds the same parameters; rank 0 evaluates.
+      if (rank0) {
+        const double vl = evaluate(model, val);
+        summary.val_losses.push_back(vl);
+        metrics->write({{"step", step}, {"val_loss", vl}});
+        progress.eval(step, vl);
+      }
     }
   }
   progress.finish();
   summary.peak_bytes = backend->memory().peak_bytes();
-  log::info("done: final loss {:.4f}, peak memory {:.1f} MiB (activations {:.1f} MiB)",
-            summary.losses.back(), double(summary.peak_bytes) / 1048576.0,
-            double(model.activation_peak_bytes()) / 1048576.0);
+  if (rank0) {
+    save_hf_model(model, (fs::path(c.out_dir) / "final").string());
+    log::info("done: final loss {:.4f}, peak memory {:.1f} MiB (activations {:.1f} MiB); model -> {}/final",
+              summary.losses.back(), double(summary.peak_bytes) / 1048576.0,
+              double(model.activation_peak_bytes()) / 1048576.0, c.out_dir);
+  }
   return summary;
+}
+
+}  // namespace
+
+RunSummary run_training(const RunConfig& c) {
+  validate_run_config(c);
+  Placement place;
+  place.process = detect_process();
+  if (c.parallel.tp > 1)
+    fail("parallel.tp={}: tensor parallelism is not available yet (data parallelism is: leave "
+         "parallel.tp=1 and launch more ranks)", c.parallel.tp);
+  if (c.parallel.zero > 0)
+    fail("parallel.zero={}: ZeRO sharding is not available yet (use parallel.zero=0)", c.parallel.zero);
+  if (place.process.world_size == 1) return train_on(c, place);
+
+  place.mpi = std::make_unique<MpiRuntime>();
+  try {
+    place.world = std::make_unique<MpiComm>(MPI_COMM_WORLD, "world", c.parallel.timeout_s);
+    place.grid = std::make_unique<DeviceGrid>(*place.world, int(c.parallel.tp));
+    return train_on(c, place);
+  } catch (const std::exception& e) {
+    // Other ranks may be waiting in a collective: take the whole job down now rather than
+    // let them hang until their own timeout.
+    abort_job(fmt::format("rank {}: {}", place.process.rank, e.what()));
+  }
 }
 
 }  // namespace temper
