@@ -70,7 +70,7 @@ class CudaBackend final : public Backend {
   void scale(Tensor x, float s) override;
   double sum_squares(Tensor x) override;  // deterministic; waits for the result
 
-  // ---- transformer ops: ops_pending.cu (not implemented yet) ----
+  // ---- transformer ops: one file per op family (embedding.cu, rmsnorm.cu, linear.cu, ...) ----
   void embedding_forward(Tensor out, Tensor ids, Tensor table) override;
   void embedding_backward(Tensor dtable, Tensor dout, Tensor ids) override;
   void rmsnorm_forward(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) override;
