@@ -17,10 +17,12 @@ size_t ParameterSet::declare(std::string name, Shape shape, ParamInit init, bool
   return params_.size() - 1;
 }
 
-void ParameterSet::allocate(DType dtype) {
+void ParameterSet::allocate(DType dtype, int64_t pad_multiple) {
+  TEMPER_CHECK(pad_multiple >= 1, "pad_multiple {}", pad_multiple);
+  const int64_t padded = (numel_ + pad_multiple - 1) / pad_multiple * pad_multiple;
   arena_ = std::make_unique<Arena>(backend_.memory(), "parameters");
-  values_ = arena_->allocate(dtype, Shape{numel_});
-  grads_ = arena_->allocate(dtype, Shape{numel_});
+  values_ = arena_->allocate(dtype, Shape{padded});
+  grads_ = arena_->allocate(dtype, Shape{padded});
   for (auto& p : params_) {
     p.value = values_.flat(p.offset, p.shape.numel()).view(p.shape);
     p.grad = grads_.flat(p.offset, p.shape.numel()).view(p.shape);

@@ -29,8 +29,9 @@ class ParameterSet {
 
   // Declare before allocate(); returns the index.
   size_t declare(std::string name, Shape shape, ParamInit init, bool is_norm_or_bias);
-  // One flat value buffer of `dtype`, one flat gradient buffer of the same dtype.
-  void allocate(DType dtype);
+  // One flat value buffer of `dtype`, one flat gradient buffer of the same dtype, each
+  // padded with zeros to a multiple of `pad_multiple` elements (equal ZeRO shards).
+  void allocate(DType dtype, int64_t pad_multiple = 1);
   // HF-style init: N(0, std) for matrices and embeddings, ones for norms, zeros for biases;
   // each tensor draws from its own Philox stream keyed by (seed, init, name).
   void init(uint64_t seed, float std);
@@ -44,9 +45,12 @@ class ParameterSet {
   Parameter* find(const std::string& name);
   Parameter& at(const std::string& name);  // throws naming the missing tensor
 
+  // The flat buffers, padding included ([padded_numel()]).
   Tensor flat_values() const { return values_; }
   Tensor flat_grads() const { return grads_; }
-  int64_t numel() const { return numel_; }
+  int64_t numel() const { return numel_; }  // parameters, without padding
+  int64_t padded_numel() const { return values_.numel(); }
+  size_t bytes() const { return values_.nbytes() + grads_.nbytes(); }
   int64_t trainable_numel() const;
 
  private:

@@ -42,11 +42,12 @@ struct Transformer::Inputs {
   Tensor lnf, rstdf;                           // [T, C], [T] final norm
 };
 
-Transformer::Transformer(const ModelConfig& config, Backend& backend, DType dtype)
+Transformer::Transformer(const ModelConfig& config, Backend& backend, DType dtype,
+                         int64_t pad_multiple)
     : config_(config), backend_(backend), dtype_(dtype), params_(backend) {
   config_.finalize();
   declare_parameters();
-  params_.allocate(dtype_);
+  params_.allocate(dtype_, pad_multiple);
   const_arena_ = std::make_unique<Arena>(backend_.memory(), "rope tables");
   act_arena_ = std::make_unique<Arena>(backend_.memory(), "activations");
   std::vector<float> cos, sin;

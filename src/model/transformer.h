@@ -16,7 +16,9 @@ namespace temper {
 
 class Transformer {
  public:
-  Transformer(const ModelConfig& config, Backend& backend, DType dtype);
+  // pad_multiple: the flat parameter and gradient buffers are padded to a multiple of it
+  // (ZeRO needs equal shards).
+  Transformer(const ModelConfig& config, Backend& backend, DType dtype, int64_t pad_multiple = 1);
   ~Transformer();
 
   const ModelConfig& config() const { return config_; }

@@ -1,23 +1,32 @@
 #include "optim/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace temper {
 
-AdamW::AdamW(ParameterSet& params, Backend& backend, const AdamWConfig& config)
+AdamW::AdamW(ParameterSet& params, Backend& backend, const AdamWConfig& config, ElementRange range)
     : params_(params), backend_(backend), config_(config) {
   arena_ = std::make_unique<Arena>(backend_.memory(), "optimizer state");
+  const int64_t lo = range.begin, hi = range.end < 0 ? params_.numel() : range.end;
   for (size_t i = 0; i < params_.size(); ++i) {
     Parameter& p = params_[i];
     if (!p.trainable) continue;
-    const Shape flat{p.shape.numel()};
+    // The part of this parameter inside [lo, hi), in its own element numbering.
+    const int64_t b = std::max<int64_t>(lo - p.offset, 0);
+    const int64_t e = std::min<int64_t>(hi - p.offset, p.shape.numel());
+    if (b >= e) continue;
+    const Shape flat{e - b};
     Slot s;
     s.param = i;
+    s.begin = b;
+    s.end = e;
+    const Tensor value = p.value.view(Shape{p.shape.numel()}).flat(b, e - b);
     if (p.value.dtype() == DType::F32) {
-      s.master = p.value.view(flat);
+      s.master = value;
     } else {
       s.master = arena_->allocate(DType::F32, flat);
-      backend_.copy(s.master, p.value.view(flat));
+      backend_.copy(s.master, value);
     }
     s.m = arena_->allocate(DType::F32, flat);
     s.v = arena_->allocate(DType::F32, flat);
@@ -33,7 +42,7 @@ void AdamW::step(float lr, float grad_scale) {
   ++step_;
   for (const Slot& s : slots_) {
     Parameter& p = params_[s.param];
-    const Shape flat{p.shape.numel()};
+    const Shape all{p.shape.numel()};
     AdamWStep hp;
     hp.lr = lr;
     hp.beta1 = config_.beta1;
@@ -42,8 +51,10 @@ void AdamW::step(float lr, float grad_scale) {
     hp.weight_decay = s.weight_decay;
     hp.step = step_;
     hp.grad_scale = grad_scale;
-    Tensor param = p.value.dtype() == DType::F32 ? Tensor{} : p.value.view(flat);
-    backend_.adamw_update(s.master, param, p.grad.view(flat), s.m, s.v, hp);
+    Tensor param =
+        p.value.dtype() == DType::F32 ? Tensor{} : p.value.view(all).flat(s.begin, s.end - s.begin);
+    backend_.adamw_update(s.master, param, p.grad.view(all).flat(s.begin, s.end - s.begin), s.m,
+                          s.v, hp);
   }
 }
 

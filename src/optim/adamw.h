@@ -16,9 +16,15 @@ struct AdamWConfig {
   bool decay_norms_and_biases = false;
 };
 
+// The elements [begin, end) of the flat parameter buffer this optimizer updates: all of
+// them, or one rank's ZeRO shard.
+struct ElementRange {
+  int64_t begin = 0, end = -1;  // end -1: to the last parameter
+};
+
 class AdamW {
  public:
-  AdamW(ParameterSet& params, Backend& backend, const AdamWConfig& config);
+  AdamW(ParameterSet& params, Backend& backend, const AdamWConfig& config, ElementRange range = {});
   // One update of every trainable parameter with gradients times grad_scale.
   void step(float lr, float grad_scale);
   int64_t steps_taken() const { return step_; }
@@ -27,7 +33,8 @@ class AdamW {
  private:
   struct Slot {
     size_t param;
-    Tensor master, m, v;  // [numel] f32; master aliases the parameter when it is f32
+    int64_t begin, end;   // the elements of this parameter in the range
+    Tensor master, m, v;  // [end - begin] f32; master aliases the parameter when it is f32
     float weight_decay;
   };
   ParameterSet& params_;

@@ -18,9 +18,11 @@ namespace temper {
 
 enum class ReduceOp { Sum, Max };
 
-// Bytes moved per operation kind, as the algorithm-independent payload this rank hands to
-// the collective (all-reduce of n bytes counts n; reduce-scatter counts its input size;
-// all-gather counts its output size; broadcast counts n).
+// Bytes moved per operation kind, as communication volume in the ZeRO paper's sense
+// (algorithm-independent): an all-reduce of n bytes counts 2n (it is a reduce-scatter
+// plus an all-gather); a reduce-scatter counts its input size; an all-gather counts its
+// output size; a broadcast counts n. So plain data parallelism moves 2Ψ gradient bytes
+// per step, and ZeRO's reduce-scatter + parameter all-gather moves the same 2Ψ.
 struct CommBytes {
   std::map<std::string, uint64_t> by_op;  // "all_reduce", "reduce_scatter", ...
   uint64_t total() const;

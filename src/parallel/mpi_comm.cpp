@@ -265,7 +265,7 @@ std::unique_ptr<Work> MpiComm::all_reduce_async(Tensor x, ReduceOp op) {
   check_mpi(MPI_Iallreduce(MPI_IN_PLACE, x.data(), count, type,
                            op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, comm_, &request),
             "MPI_Iallreduce", site.where(name));
-  bytes_.by_op[name] += x.nbytes();
+  bytes_.by_op[name] += 2 * x.nbytes();  // reduce-scatter + all-gather volume
   return make_work(name, request);
 }
 

@@ -256,7 +256,7 @@ std::unique_ptr<Work> NcclComm::all_reduce_async(Tensor x, ReduceOp op) {
   settle(ncclAllReduce(x.data(), x.data(), size_t(x.numel()), type,
                        op == ReduceOp::Sum ? ncclSum : ncclMax, comm_, backend_.stream()),
          name);
-  bytes_.by_op[name] += x.nbytes();
+  bytes_.by_op[name] += 2 * x.nbytes();  // reduce-scatter + all-gather volume
   return finish(name);
 }
 

@@ -40,21 +40,33 @@ StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<Mi
   const double scale = o.loss_scale ? o.loss_scale->scale() : 1.0;
   const float grad_scale = float(scale / double(r.target_tokens));
   model.params().zero_grads();
+  auto comm_bytes = [&] { return o.dp ? o.dp->bytes().total() : 0; };
   std::vector<double> loss_sum = {0.0};
+  uint64_t before = 0;
   for (size_t i = 0; i < micro.size(); ++i) {
     // Gradients are final only in the last micro-batch: reduce them as they appear.
     const bool last = i + 1 == micro.size();
-    if (o.grad_sync && last)
+    if (o.grad_sync && last) {
+      before = comm_bytes();
       model.set_grad_ready_hook([&](size_t a, size_t b) { o.grad_sync->ready(a, b); });
+    }
     loss_sum[0] += model.forward_backward(micro[i], grad_scale).loss;
   }
   if (o.grad_sync) {
     model.set_grad_ready_hook(nullptr);
     o.grad_sync->finish();
+    r.grad_comm_bytes += comm_bytes() - before;
+  }
+  double sum_squares = 0.0;
+  if (o.zero) {
+    before = comm_bytes();
+    o.zero->reduce_scatter_gradients();
+    r.grad_comm_bytes += comm_bytes() - before;
+    sum_squares = o.zero->gradient_sum_squares(model.backend());
   }
   sum_over(o.dp, loss_sum);
   r.loss = loss_sum[0] / double(r.target_tokens);
-  r.grad_norm = grad_norm(model.params(), model.backend()) / scale;
+  r.grad_norm = (o.zero ? std::sqrt(sum_squares) : grad_norm(model.params(), model.backend())) / scale;
   if (!std::isfinite(r.grad_norm)) {
     r.skipped = true;
     if (o.loss_scale) o.loss_scale->overflow();
@@ -62,6 +74,11 @@ StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<Mi
   }
   r.clip = clip_factor(r.grad_norm, max_grad_norm);
   optimizer.step(lr, float(r.clip / scale));
+  if (o.zero) {
+    before = comm_bytes();
+    o.zero->all_gather_parameters();
+    r.grad_comm_bytes += comm_bytes() - before;
+  }
   if (o.loss_scale) o.loss_scale->good_step();
   return r;
 }

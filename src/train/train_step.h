@@ -10,6 +10,7 @@
 #include "optim/loss_scale.h"
 #include "parallel/communicator.h"
 #include "parallel/data_parallel.h"
+#include "parallel/zero.h"
 
 namespace temper {
 
@@ -20,6 +21,7 @@ struct StepResult {
   double grad_norm = 0.0;     // before clipping
   float clip = 1.0f;          // factor applied to the gradients
   bool skipped = false;       // non-finite gradients: no update was made
+  uint64_t grad_comm_bytes = 0;  // dp traffic for gradients and parameters (not scalars)
 };
 
 struct StepOptions {
@@ -30,6 +32,9 @@ struct StepOptions {
   // `grad_sync` sums the gradients in buckets during the last micro-batch's backward.
   Communicator* dp = nullptr;
   GradientBuckets* grad_sync = nullptr;
+  // ZeRO-1 instead of grad_sync: reduce-scatter the gradients, update this rank's shard
+  // (the optimizer was built over zero->shard()), all-gather the parameters.
+  ZeroShards* zero = nullptr;
 };
 
 // `micro` is this rank's share of the global batch. A step whose gradient norm is not

@@ -16,6 +16,7 @@
 #include "parallel/grid.h"
 #include "parallel/mpi_comm.h"
 #include "parallel/process.h"
+#include "parallel/zero.h"
 #include "train/metrics.h"
 #include "train/progress.h"
 #include "train/train_step.h"
@@ -124,7 +125,8 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
     log::warn("train.eval_every={} but the validation split is empty; no evaluation",
               c.train.eval_every);
 
-  Transformer model(mc, *backend, dtype);
+  const bool zero = c.parallel.zero >= 1 && place.dp_size() > 1;
+  Transformer model(mc, *backend, dtype, zero ? place.dp_size() : 1);
   model.init_weights(uint64_t(c.seed));
   model.set_recompute(c.train.recompute);
   model.set_loss_chunk(c.train.loss_chunk);
@@ -134,7 +136,9 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
   oc.eps = float(c.optim.eps);
   oc.weight_decay = float(c.optim.weight_decay);
   oc.decay_norms_and_biases = c.optim.decay_norms_and_biases;
-  AdamW optimizer(model.params(), *backend, oc);
+  std::unique_ptr<ZeroShards> shards;
+  if (zero) shards = std::make_unique<ZeroShards>(model.params(), place.grid->dp());
+  AdamW optimizer(model.params(), *backend, oc, shards ? shards->shard() : ElementRange{});
   StepOptions step_options;
   // f16 needs loss scaling to keep small gradients; bf16 and f32 do not.
   std::unique_ptr<DynamicLossScale> loss_scale;
@@ -143,9 +147,13 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
   step_options.loss_scale = loss_scale.get();
   std::unique_ptr<GradientBuckets> buckets;
   if (place.dp_size() > 1) {
-    buckets = std::make_unique<GradientBuckets>(model.params(), place.grid->dp(), c.parallel.bucket_mb);
     step_options.dp = &place.grid->dp();
-    step_options.grad_sync = buckets.get();
+    if (shards) {
+      step_options.zero = shards.get();
+    } else {
+      buckets = std::make_unique<GradientBuckets>(model.params(), place.grid->dp(), c.parallel.bucket_mb);
+      step_options.grad_sync = buckets.get();
+    }
   }
   LrSchedule schedule{c.optim.lr, c.optim.min_lr_ratio, c.optim.warmup_steps, c.train.steps,
                       c.optim.schedule};
@@ -158,6 +166,8 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
     if (place.grid) log::info("grid: {}, {} gradient buckets", place.grid->str(), buckets ? buckets->bucket_count() : 0);
     log::info("global batch: {} dp × {} accum × {} rows × {} tokens; metrics -> {}/metrics.jsonl",
               dp, c.train.grad_accum, c.train.micro_batch_size, c.train.seq_len, c.out_dir);
+    log::info("memory per rank (ZeRO-{}): {}", zero ? 1 : 0,
+              memory_report(model.params(), optimizer).str());
   }
 
   std::unique_ptr<MetricsWriter> metrics;
@@ -182,6 +192,7 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
       nlohmann::json line = {{"step", step}, {"loss", r.loss}, {"lr", lr}, {"grad_norm", r.grad_norm},
                              {"tokens_per_s", tps}, {"tokens", r.tokens},
                              {"target_tokens", r.target_tokens}};
+      if (dp > 1) line["grad_comm_bytes"] = r.grad_comm_bytes;
       if (r.skipped) {
         line["skipped"] = true;
         log::warn("step {}: non-finite gradient norm, update skipped ({} so far)", step,
@@ -222,8 +233,8 @@ RunSummary run_training(const RunConfig& c) {
   if (c.parallel.tp > 1)
     fail("parallel.tp={}: tensor parallelism is not available yet (data parallelism is: leave "
          "parallel.tp=1 and launch more ranks)", c.parallel.tp);
-  if (c.parallel.zero > 0)
-    fail("parallel.zero={}: ZeRO sharding is not available yet (use parallel.zero=0)", c.parallel.zero);
+  if (c.parallel.zero > 1)
+    fail("parallel.zero={}: ZeRO stage 2 is not available yet (use parallel.zero=0 or 1)", c.parallel.zero);
   if (place.process.world_size == 1) return train_on(c, place);
 
   place.mpi = std::make_unique<MpiRuntime>();

@@ -25,6 +25,7 @@ constexpr double kBound = 1e-5;
 struct Layout {
   int ranks, accum;
   double bucket_mb;
+  int zero = 0;
 };
 
 std::string run_layout(const Layout& l, const std::string& tag) {
@@ -33,8 +34,9 @@ std::string run_layout(const Layout& l, const std::string& tag) {
       "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
       "timeout 300 mpirun -np {} --oversubscribe --bind-to none {}/bin/temper train "
       "{}/configs/recipes/tiny.yaml out_dir={} train.steps=5 train.grad_accum={} "
-      "train.eval_every=0 train.progress=plain parallel.bucket_mb={} parallel.timeout_s=120 2>&1",
-      l.ranks, TEMPER_BINARY_DIR, TEMPER_SOURCE_DIR, dir.string(), l.accum, l.bucket_mb);
+      "train.eval_every=0 train.progress=plain parallel.bucket_mb={} parallel.zero={} "
+      "parallel.timeout_s=120 2>&1",
+      l.ranks, TEMPER_BINARY_DIR, TEMPER_SOURCE_DIR, dir.string(), l.accum, l.bucket_mb, l.zero);
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf;
@@ -45,11 +47,17 @@ std::string run_layout(const Layout& l, const std::string& tag) {
   return dir.string();
 }
 
-std::vector<float> losses(const std::string& dir) {
-  std::vector<float> v;
+std::vector<nlohmann::json> metric_lines(const std::string& dir) {
+  std::vector<nlohmann::json> v;
   std::ifstream in(dir + "/metrics.jsonl");
   std::string line;
-  while (std::getline(in, line)) v.push_back(float(nlohmann::json::parse(line)["loss"].get<double>()));
+  while (std::getline(in, line)) v.push_back(nlohmann::json::parse(line));
+  return v;
+}
+
+std::vector<float> losses(const std::string& dir) {
+  std::vector<float> v;
+  for (auto& j : metric_lines(dir)) v.push_back(float(j["loss"].get<double>()));
   return v;
 }
 
@@ -62,13 +70,36 @@ TEST(DataParallel, LayoutsMatchOneProcess) {
   SafetensorsFile ref_model = read_safetensors(ref + "/final/model.safetensors");
   for (const auto& [layout, tag] : {std::pair{Layout{2, 2, 25.0}, "2x2"},
                                     std::pair{Layout{4, 1, 25.0}, "4x1"},
-                                    std::pair{Layout{2, 2, 0.01}, "2x2_small_buckets"}}) {
+                                    std::pair{Layout{2, 2, 0.01}, "2x2_small_buckets"},
+                                    std::pair{Layout{2, 2, 25.0, 1}, "2x2_zero1"},
+                                    std::pair{Layout{4, 1, 25.0, 1}, "4x1_zero1"}}) {
     const std::string dir = run_layout(layout, tag);
     EXPECT_LE(test::rel_error(losses(dir), ref_losses), kBound) << tag << " losses";
     SafetensorsFile model = read_safetensors(dir + "/final/model.safetensors");
     ASSERT_EQ(model.tensors.size(), ref_model.tensors.size()) << tag;
     for (const auto& [name, t] : ref_model.tensors)
       EXPECT_LE(test::rel_error(model.at(name).to_f32(), t.to_f32()), kBound) << tag << " " << name;
+  }
+}
+
+// Gradient and parameter traffic per step: plain data parallelism all-reduces Ψ gradient
+// bytes (volume 2Ψ); ZeRO-1 reduce-scatters Ψ and all-gathers Ψ: the same 2Ψ, where Ψ
+// here is the f32 flat buffer, padded to a multiple of dp for ZeRO.
+TEST(DataParallel, BytesMovedPerStepAreTwoPsi) {
+  for (const auto& [layout, tag] : {std::pair{Layout{2, 1, 25.0, 0}, "bytes_zero0"},
+                                    std::pair{Layout{4, 1, 0.01, 0}, "bytes_zero0_small"},
+                                    std::pair{Layout{2, 1, 25.0, 1}, "bytes_zero1"},
+                                    std::pair{Layout{4, 1, 25.0, 1}, "bytes_zero1_dp4"}}) {
+    const std::string dir = run_layout(layout, tag);
+    int64_t numel = 0;
+    for (const auto& [name, t] : read_safetensors(dir + "/final/model.safetensors").tensors)
+      numel += int64_t(t.data.size() / 4);
+    const int64_t dp = layout.ranks;
+    const int64_t psi_elems = layout.zero ? (numel + dp - 1) / dp * dp : numel;
+    const uint64_t two_psi = uint64_t(2 * psi_elems * 4);
+    auto lines = metric_lines(dir);
+    ASSERT_EQ(lines.size(), 5u) << tag;
+    for (auto& j : lines) EXPECT_EQ(j["grad_comm_bytes"].get<uint64_t>(), two_psi) << tag;
   }
 }
 
