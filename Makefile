@@ -5,7 +5,7 @@ JOBS  ?= $(shell nproc)
 CMAKE_ARGS ?=
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all deps configure build demo test test-unit test-reference test-e2e test-gpu clean
+.PHONY: all deps configure build demo test test-unit test-reference test-e2e test-mpi test-gpu clean
 
 all: build
 
@@ -32,6 +32,9 @@ test-reference: build
 
 test-e2e: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L e2e
+
+test-mpi: build
+	cd $(BUILD) && ctest --output-on-failure -L mpi
 
 test-gpu: build
 	cd $(BUILD) && ctest --output-on-failure -L gpu
