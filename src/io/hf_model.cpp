@@ -9,12 +9,16 @@
 
 namespace temper {
 
-void save_hf_model(Transformer& model, const std::string& dir) {
-  std::filesystem::create_directories(dir);
+void save_hf_model(Transformer& model, const std::string& dir, const TensorParallel& tp,
+                   Communicator* tp_group, bool write) {
   Backend& backend = model.backend();
+  std::vector<std::vector<uint8_t>> full = gather_full_parameters(model.params(), backend, tp, tp_group);
+  if (!write) return;
+  std::filesystem::create_directories(dir);
   SafetensorsFile f;
   f.metadata["format"] = "pt";
-  for (const Parameter& p : model.params().all()) {
+  for (size_t i = 0; i < model.params().size(); ++i) {
+    const Parameter& p = model.params()[i];
     SafetensorsEntry e;
     switch (p.value.dtype()) {
       case DType::F32: e.dtype = "F32"; break;
@@ -22,9 +26,8 @@ void save_hf_model(Transformer& model, const std::string& dir) {
       case DType::F16: e.dtype = "F16"; break;
       default: fail("save_hf_model: {} has dtype {}", p.name, dtype_name(p.value.dtype()));
     }
-    e.shape.assign(p.shape.dims.begin(), p.shape.dims.begin() + p.shape.ndim);
-    e.data.resize(p.value.nbytes());
-    backend.copy_to_host(e.data.data(), p.value);
+    e.shape.assign(p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim);
+    e.data = std::move(full[i]);
     f.tensors.emplace(p.name, std::move(e));
   }
   // Write next to the target and rename, so a crash never leaves a half-written model.

@@ -7,6 +7,9 @@
 
 namespace temper {
 
-void save_hf_model(Transformer& model, const std::string& dir);
+// With tensor parallelism every rank of the tp group must call it (the shards are
+// gathered over `tp_group`); only a caller with write = true writes the files.
+void save_hf_model(Transformer& model, const std::string& dir, const TensorParallel& tp = {},
+                   Communicator* tp_group = nullptr, bool write = true);
 
 }  // namespace temper

@@ -74,9 +74,10 @@ class Backend {
   virtual double sum_squares(Tensor x) = 0;              // Σ x², accumulated in f64/f32
 
   // ---- embedding ------------------------------------------------------------------
-  // out[T,C] = table[ids[t], :]
+  // out[T,C] = table[ids[t], :]; a negative id gives a zero row (vocab-parallel
+  // embedding: ids of other ranks' slices are passed as -1); ids >= V are errors.
   virtual void embedding_forward(Tensor out, Tensor ids, Tensor table) = 0;
-  // dtable[V,C] += scatter of dout[T,C] by ids[T]
+  // dtable[V,C] += scatter of dout[T,C] by ids[T] (negative ids skipped)
   virtual void embedding_backward(Tensor dtable, Tensor dout, Tensor ids) = 0;
 
   // ---- RMSNorm: out = x / sqrt(mean(x²) + eps) * weight -----------------------------
@@ -106,12 +107,22 @@ class Backend {
   // document with s <= t (and t - s < window when window > 0, Mistral's sliding window).
   // Query head h uses kv head h / (Hq/Hkv). Scale 1/sqrt(D).
   // out[T,Hq,D]; lse[Hq,T] f32 (log-sum-exp of the scaled scores, saved for backward).
+  // Learned prefix (prefix tuning / P-tuning v2): prefix_k, prefix_v [P,Hkv,D] in q's
+  // dtype, both defined or both undefined (Tensor{} = no prefix, P = 0). Every query token
+  // of every document additionally attends to all P prefix keys, as if they stood before
+  // its document: no causal mask and no sliding-window limit applies to them, and the op
+  // applies no RoPE to them. Query head h uses prefix kv head h / (Hq/Hkv); lse includes
+  // the prefix terms.
   virtual void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v,
-                                 Tensor cu_seqlens, int window) = 0;
-  // dq[T,Hq,D] +=, dk[T,Hkv,D] +=, dv[T,Hkv,D] += from dout[T,Hq,D].
+                                 Tensor cu_seqlens, int window, Tensor prefix_k,
+                                 Tensor prefix_v) = 0;
+  // dq[T,Hq,D] +=, dk[T,Hkv,D] +=, dv[T,Hkv,D] += from dout[T,Hq,D]; with a prefix, also
+  // dprefix_k, dprefix_v [P,Hkv,D] += the sum over all tokens of all documents. Either may
+  // be undefined (a frozen prefix) and is then skipped.
   virtual void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k,
                                   Tensor v, Tensor out, Tensor lse, Tensor cu_seqlens,
-                                  int window) = 0;
+                                  int window, Tensor prefix_k, Tensor prefix_v,
+                                  Tensor dprefix_k, Tensor dprefix_v) = 0;
 
   // ---- SwiGLU: out[T,F] = silu(gate) * up ----------------------------------------------
   virtual void swiglu_forward(Tensor out, Tensor gate, Tensor up) = 0;
@@ -125,6 +136,19 @@ class Backend {
   //   dx[T,C] += dlogits · W,  dweight[V,C] += dlogitsᵀ · x,  dlogits = (p − onehot)·grad_scale
   virtual LossSum lm_head_cross_entropy(Tensor dx, Tensor dweight, Tensor x, Tensor weight,
                                         Tensor targets, float grad_scale, int64_t chunk) = 0;
+
+  // ---- vocab-parallel cross-entropy (tensor parallelism) ----------------------------
+  // This rank holds logits[n, Vl] for the vocabulary slice [vocab_start, vocab_start + Vl).
+  // Per row: stats[n, 3] f32 = (local max m, Σ exp(logit − m) over the slice, the target's
+  // logit when the target falls in the slice, else 0). Ignored rows (-100) give (0, 0, 0).
+  virtual void cross_entropy_partials(Tensor stats, Tensor logits, Tensor targets,
+                                      int64_t vocab_start) = 0;
+  // stats_all[R, n, 3]: every rank's partials in rank order (all-gathered). Writes the
+  // per-row loss[n] f32 = logsumexp over all slices − target logit (0 for ignored rows);
+  // when want_grad, overwrites logits with dlogits = (softmax − onehot)·grad_scale
+  // (zero rows for ignored targets).
+  virtual void cross_entropy_combine(Tensor loss, Tensor logits, Tensor stats_all, Tensor targets,
+                                     int64_t vocab_start, float grad_scale, bool want_grad) = 0;
 
   // ---- optimizer ------------------------------------------------------------------
   // One AdamW step on a flat tensor. master[N] f32 is updated; when `param` is defined

@@ -19,6 +19,11 @@ struct Parameter {
   bool trainable = true;
   bool is_norm_or_bias = false;  // excluded from weight decay by default
   int64_t offset = 0;            // element offset in the flat buffers
+  // Tensor parallelism: this rank holds shard `shard` of `shards` equal pieces of the
+  // full tensor along `split_dim` (-1: the whole tensor, replicated).
+  Shape full_shape;
+  int split_dim = -1;
+  int shard = 0, shards = 1;
   Tensor value;                  // view into the flat value buffer
   Tensor grad;                   // view into the flat gradient buffer (frozen: undefined)
 };
@@ -27,13 +32,16 @@ class ParameterSet {
  public:
   explicit ParameterSet(Backend& backend) : backend_(backend) {}
 
-  // Declare before allocate(); returns the index.
-  size_t declare(std::string name, Shape shape, ParamInit init, bool is_norm_or_bias);
+  // Declare before allocate(); returns the index. `full_shape` is the logical tensor;
+  // with shards > 1 this rank holds piece `shard` of it along split_dim.
+  size_t declare(std::string name, Shape full_shape, ParamInit init, bool is_norm_or_bias,
+                 int split_dim = -1, int shards = 1, int shard = 0);
   // One flat value buffer of `dtype`, one flat gradient buffer of the same dtype, each
   // padded with zeros to a multiple of `pad_multiple` elements (equal ZeRO shards).
   void allocate(DType dtype, int64_t pad_multiple = 1);
   // HF-style init: N(0, std) for matrices and embeddings, ones for norms, zeros for biases;
-  // each tensor draws from its own Philox stream keyed by (seed, init, name).
+  // each tensor draws from its own Philox stream keyed by (seed, init, name), element i
+  // of the full tensor from stream element i, so a shard holds exactly its part.
   void init(uint64_t seed, float std);
   void zero_grads();
 

@@ -36,6 +36,7 @@ struct Transformer::Acts {
 
 struct Transformer::Inputs {
   int64_t T = 0;
+  int64_t targets_counted = 0;                 // targets != -100 in the batch
   Tensor ids, targets, positions, cu_seqlens;  // i32 [T], [T], [T], [N+1]
   std::vector<Tensor> residuals;               // L+1 × [T, C]
   std::vector<Acts> acts;                      // L sets, or 1 when recomputing
@@ -43,9 +44,18 @@ struct Transformer::Inputs {
 };
 
 Transformer::Transformer(const ModelConfig& config, Backend& backend, DType dtype,
-                         int64_t pad_multiple)
-    : config_(config), backend_(backend), dtype_(dtype), params_(backend) {
+                         int64_t pad_multiple, TensorParallel tp)
+    : config_(config), backend_(backend), tp_(tp), dtype_(dtype), params_(backend) {
   config_.finalize();
+  const int n = tp_.size();
+  auto divides = [&](int64_t v, const char* what) {
+    if (v % n) fail("{} {} is not divisible by parallel.tp={}", what, v, n);
+    return v / n;
+  };
+  heads_ = divides(config_.num_attention_heads, "num_attention_heads");
+  kv_heads_ = divides(config_.num_key_value_heads, "num_key_value_heads");
+  ffn_ = divides(config_.intermediate_size, "intermediate_size");
+  vocab_ = divides(config_.vocab_size, "vocab_size");
   declare_parameters();
   params_.allocate(dtype_, pad_multiple);
   const_arena_ = std::make_unique<Arena>(backend_.memory(), "rope tables");
@@ -64,36 +74,41 @@ Transformer::~Transformer() = default;
 void Transformer::declare_parameters() {
   const auto& c = config_;
   const int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
-  auto matrix = [&](std::string name, int64_t rows, int64_t cols) {
-    return params_.declare(std::move(name), Shape{rows, cols}, ParamInit::Normal, false);
+  // Full (logical) shapes; under tensor parallelism each rank declares its shard:
+  // column-parallel and vocab-parallel weights split their rows (dim 0), row-parallel
+  // weights their columns (dim 1); norms are replicated.
+  const int n = tp_.size(), r = tp_.rank();
+  enum Split { kReplicated = -1, kRows = 0, kColumns = 1 };
+  auto matrix = [&](std::string name, int64_t rows, int64_t cols, Split split) {
+    return params_.declare(std::move(name), Shape{rows, cols}, ParamInit::Normal, false, split, n, r);
   };
-  auto vector = [&](std::string name, int64_t n, ParamInit init) {
-    return params_.declare(std::move(name), Shape{n}, init, true);
+  auto vector = [&](std::string name, int64_t len, ParamInit init, Split split) {
+    return params_.declare(std::move(name), Shape{len}, init, true, split, n, r);
   };
-  embed_ = matrix("model.embed_tokens.weight", V, C);
+  embed_ = matrix("model.embed_tokens.weight", V, C, kRows);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     LayerParams lp;
     lp.first = params_.size();
-    lp.input_norm = vector(p + "input_layernorm.weight", C, ParamInit::Ones);
-    lp.q = matrix(p + "self_attn.q_proj.weight", c.q_dim(), C);
-    lp.k = matrix(p + "self_attn.k_proj.weight", c.kv_dim(), C);
-    lp.v = matrix(p + "self_attn.v_proj.weight", c.kv_dim(), C);
+    lp.input_norm = vector(p + "input_layernorm.weight", C, ParamInit::Ones, kReplicated);
+    lp.q = matrix(p + "self_attn.q_proj.weight", c.q_dim(), C, kRows);
+    lp.k = matrix(p + "self_attn.k_proj.weight", c.kv_dim(), C, kRows);
+    lp.v = matrix(p + "self_attn.v_proj.weight", c.kv_dim(), C, kRows);
     if (c.attention_bias) {
-      lp.q_bias = vector(p + "self_attn.q_proj.bias", c.q_dim(), ParamInit::Zeros);
-      lp.k_bias = vector(p + "self_attn.k_proj.bias", c.kv_dim(), ParamInit::Zeros);
-      lp.v_bias = vector(p + "self_attn.v_proj.bias", c.kv_dim(), ParamInit::Zeros);
+      lp.q_bias = vector(p + "self_attn.q_proj.bias", c.q_dim(), ParamInit::Zeros, kRows);
+      lp.k_bias = vector(p + "self_attn.k_proj.bias", c.kv_dim(), ParamInit::Zeros, kRows);
+      lp.v_bias = vector(p + "self_attn.v_proj.bias", c.kv_dim(), ParamInit::Zeros, kRows);
     }
-    lp.o = matrix(p + "self_attn.o_proj.weight", C, c.q_dim());
-    lp.post_norm = vector(p + "post_attention_layernorm.weight", C, ParamInit::Ones);
-    lp.gate = matrix(p + "mlp.gate_proj.weight", F, C);
-    lp.up = matrix(p + "mlp.up_proj.weight", F, C);
-    lp.down = matrix(p + "mlp.down_proj.weight", C, F);
+    lp.o = matrix(p + "self_attn.o_proj.weight", C, c.q_dim(), kColumns);
+    lp.post_norm = vector(p + "post_attention_layernorm.weight", C, ParamInit::Ones, kReplicated);
+    lp.gate = matrix(p + "mlp.gate_proj.weight", F, C, kRows);
+    lp.up = matrix(p + "mlp.up_proj.weight", F, C, kRows);
+    lp.down = matrix(p + "mlp.down_proj.weight", C, F, kColumns);
     lp.end = params_.size();
     layers_.push_back(lp);
   }
-  final_norm_ = vector("model.norm.weight", C, ParamInit::Ones);
-  lm_head_ = c.tie_word_embeddings ? embed_ : matrix("lm_head.weight", V, C);
+  final_norm_ = vector("model.norm.weight", C, ParamInit::Ones, kReplicated);
+  lm_head_ = c.tie_word_embeddings ? embed_ : matrix("lm_head.weight", V, C, kRows);
 }
 
 void Transformer::init_weights(uint64_t seed) { params_.init(seed, float(config_.initializer_range)); }
@@ -119,7 +134,12 @@ Transformer::Inputs Transformer::upload(const MicroBatch& batch) {
   in.targets = act_arena_->allocate(DType::I32, Shape{T});
   in.positions = act_arena_->allocate(DType::I32, Shape{T});
   in.cu_seqlens = act_arena_->allocate(DType::I32, Shape{N + 1});
-  backend_.copy_from_host(in.ids, batch.ids.data());
+  in.targets_counted = batch.target_count();
+  // A vocab-parallel embedding looks up only this rank's slice: other ids become -1.
+  if (tp_.active())
+    backend_.copy_from_host(in.ids, tp_.local_ids(batch.ids, config_.vocab_size).data());
+  else
+    backend_.copy_from_host(in.ids, batch.ids.data());
   backend_.copy_from_host(in.targets, batch.targets.data());
   backend_.copy_from_host(in.positions, batch.positions.data());
   backend_.copy_from_host(in.cu_seqlens, batch.cu_seqlens.data());
@@ -127,16 +147,15 @@ Transformer::Inputs Transformer::upload(const MicroBatch& batch) {
 }
 
 void Transformer::allocate_acts(Acts& a, int64_t T) {
-  const auto& c = config_;
-  const int64_t C = c.hidden_size, F = c.intermediate_size;
+  const int64_t C = config_.hidden_size, F = ffn_, D = config_.head_dim;
   auto act = [&](int64_t cols) { return act_arena_->allocate(dtype_, Shape{T, cols}); };
   a.ln1 = act(C);
   a.rstd1 = act_arena_->allocate(DType::F32, Shape{T});
-  a.q = act(c.q_dim());
-  a.k = act(c.kv_dim());
-  a.v = act(c.kv_dim());
-  a.att = act(c.q_dim());
-  a.lse = act_arena_->allocate(DType::F32, Shape{c.num_attention_heads, T});
+  a.q = act(heads_ * D);
+  a.k = act(kv_heads_ * D);
+  a.v = act(kv_heads_ * D);
+  a.att = act(heads_ * D);
+  a.lse = act_arena_->allocate(DType::F32, Shape{heads_, T});
   a.res_mid = act(C);
   a.ln2 = act(C);
   a.rstd2 = act_arena_->allocate(DType::F32, Shape{T});
@@ -157,15 +176,16 @@ void Transformer::block_forward(int l, Tensor res_in, Tensor res_out, Acts& a, c
   backend_.linear_forward(a.q, a.ln1, W(lp.q), bias(lp.q_bias));
   backend_.linear_forward(a.k, a.ln1, W(lp.k), bias(lp.k_bias));
   backend_.linear_forward(a.v, a.ln1, W(lp.v), bias(lp.v_bias));
-  Tensor q3 = a.q.view(Shape{T, c.num_attention_heads, D});
-  Tensor k3 = a.k.view(Shape{T, c.num_key_value_heads, D});
-  Tensor v3 = a.v.view(Shape{T, c.num_key_value_heads, D});
+  Tensor q3 = a.q.view(Shape{T, heads_, D});
+  Tensor k3 = a.k.view(Shape{T, kv_heads_, D});
+  Tensor v3 = a.v.view(Shape{T, kv_heads_, D});
   backend_.rope_forward(q3, in.positions, rope_cos_, rope_sin_);
   backend_.rope_forward(k3, in.positions, rope_cos_, rope_sin_);
-  backend_.attention_forward(a.att.view(Shape{T, c.num_attention_heads, D}), a.lse, q3, k3, v3,
-                             in.cu_seqlens, window);
+  backend_.attention_forward(a.att.view(Shape{T, heads_, D}), a.lse, q3, k3, v3,
+                             in.cu_seqlens, window, Tensor{}, Tensor{});
   // res_mid = res_in + o_proj(att); the projection is written to res_out as scratch.
   backend_.linear_forward(res_out, a.att, W(lp.o), Tensor{});
+  tp_.reduce_row_parallel_output(res_out);
   backend_.add(a.res_mid, res_in, res_out);
 
   backend_.rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, W(lp.post_norm), eps);
@@ -173,13 +193,14 @@ void Transformer::block_forward(int l, Tensor res_in, Tensor res_out, Acts& a, c
   backend_.linear_forward(a.up, a.ln2, W(lp.up), Tensor{});
   backend_.swiglu_forward(a.act, a.gate, a.up);
   backend_.linear_forward(res_out, a.act, W(lp.down), Tensor{});
+  tp_.reduce_row_parallel_output(res_out);
   backend_.add(res_out, res_out, a.res_mid);
 }
 
 void Transformer::block_backward(int l, Tensor res_in, Tensor dres, Acts& a, const Inputs& in) {
   const auto& c = config_;
   const LayerParams& lp = layers_[l];
-  const int64_t T = in.T, C = c.hidden_size, F = c.intermediate_size, D = c.head_dim;
+  const int64_t T = in.T, C = c.hidden_size, F = ffn_, D = c.head_dim;
   const int window = int(c.sliding_window);
   auto W = [&](size_t i) { return params_[i].value; };
   auto dW = [&](size_t i) { return i == kNone ? Tensor{} : grad_or_none(i); };
@@ -198,23 +219,25 @@ void Transformer::block_backward(int l, Tensor res_in, Tensor dres, Acts& a, con
   backend_.swiglu_backward(dgate, dup, dact, a.gate, a.up);
   backend_.linear_backward(dln, dW(lp.gate), Tensor{}, dgate, a.ln2, W(lp.gate));
   backend_.linear_backward(dln, dW(lp.up), Tensor{}, dup, a.ln2, W(lp.up));
+  tp_.reduce_column_parallel_input_grad(dln);
   backend_.rmsnorm_backward(dres, dW(lp.post_norm), dln, a.res_mid, W(lp.post_norm), a.rstd2);
   // dres is now d(res_mid): the identity path plus the MLP branch.
 
   // Attention: res_mid = res_in + o_proj(attention(rope(q), rope(k), v))
-  Tensor datt = scratch(c.q_dim()), dq = scratch(c.q_dim());
-  Tensor dk = scratch(c.kv_dim()), dv = scratch(c.kv_dim());
+  Tensor datt = scratch(heads_ * D), dq = scratch(heads_ * D);
+  Tensor dk = scratch(kv_heads_ * D), dv = scratch(kv_heads_ * D);
   backend_.linear_backward(datt, dW(lp.o), Tensor{}, dres, a.att, W(lp.o));
-  const Shape qs{T, c.num_attention_heads, D}, ks{T, c.num_key_value_heads, D};
+  const Shape qs{T, heads_, D}, ks{T, kv_heads_, D};
   backend_.attention_backward(dq.view(qs), dk.view(ks), dv.view(ks), datt.view(qs), a.q.view(qs),
                               a.k.view(ks), a.v.view(ks), a.att.view(qs), a.lse, in.cu_seqlens,
-                              window);
+                              window, Tensor{}, Tensor{}, Tensor{}, Tensor{});
   backend_.rope_backward(dq.view(qs), in.positions, rope_cos_, rope_sin_);
   backend_.rope_backward(dk.view(ks), in.positions, rope_cos_, rope_sin_);
   backend_.zero(dln);
   backend_.linear_backward(dln, dW(lp.q), dW(lp.q_bias), dq, a.ln1, W(lp.q));
   backend_.linear_backward(dln, dW(lp.k), dW(lp.k_bias), dk, a.ln1, W(lp.k));
   backend_.linear_backward(dln, dW(lp.v), dW(lp.v_bias), dv, a.ln1, W(lp.v));
+  tp_.reduce_column_parallel_input_grad(dln);
   backend_.rmsnorm_backward(dres, dW(lp.input_norm), dln, res_in, W(lp.input_norm), a.rstd1);
   act_arena_->release(mark);
 }
@@ -231,6 +254,7 @@ void Transformer::forward_trunk(Inputs& in, bool for_backward) {
   for (auto& a : in.acts) allocate_acts(a, T);
 
   backend_.embedding_forward(in.residuals[0], in.ids, params_[embed_].value);
+  tp_.reduce_embedding_output(in.residuals[0]);
   for (int64_t l = 0; l < L; ++l) {
     Tensor res_in = for_backward ? in.residuals[l] : in.residuals[l % 2];
     Tensor res_out = for_backward ? in.residuals[l + 1] : in.residuals[(l + 1) % 2];
@@ -246,8 +270,7 @@ void Transformer::forward_trunk(Inputs& in, bool for_backward) {
 LossSum Transformer::forward_loss(const MicroBatch& batch) {
   Inputs in = upload(batch);
   forward_trunk(in, false);
-  return backend_.lm_head_cross_entropy(Tensor{}, Tensor{}, in.lnf, params_[lm_head_].value,
-                                        in.targets, 1.0f, loss_chunk_);
+  return lm_head_loss(in, Tensor{}, Tensor{}, 1.0f);
 }
 
 LossSum Transformer::forward_backward(const MicroBatch& batch, float grad_scale) {
@@ -260,9 +283,7 @@ LossSum Transformer::forward_backward(const MicroBatch& batch, float grad_scale)
   Tensor dres = act_arena_->allocate(dtype_, Shape{T, C});
   backend_.zero(dlnf);
   backend_.zero(dres);
-  LossSum loss = backend_.lm_head_cross_entropy(dlnf, grad_or_none(lm_head_), in.lnf,
-                                                params_[lm_head_].value, in.targets, grad_scale,
-                                                loss_chunk_);
+  LossSum loss = lm_head_loss(in, dlnf, grad_or_none(lm_head_), grad_scale);
   backend_.rmsnorm_backward(dres, grad_or_none(final_norm_), dlnf, in.residuals[L],
                             params_[final_norm_].value, in.rstdf);
   // Final norm and an untied head are done; a tied head is the embedding, done last.
@@ -281,7 +302,41 @@ LossSum Transformer::forward_backward(const MicroBatch& batch, float grad_scale)
   return loss;
 }
 
+LossSum Transformer::lm_head_loss(const Inputs& in, Tensor dx, Tensor dweight, float grad_scale) {
+  const Tensor W = params_[lm_head_].value;  // [V/tp, C]
+  if (!tp_.active())
+    return backend_.lm_head_cross_entropy(dx, dweight, in.lnf, W, in.targets, grad_scale, loss_chunk_);
+  const int64_t T = in.T, R = tp_.size(), vstart = tp_.vocab_begin(config_.vocab_size);
+  const bool want_grad = dx.defined() || dweight.defined();
+  LossSum total;
+  total.tokens = in.targets_counted;
+  for (int64_t c0 = 0; c0 < T; c0 += loss_chunk_) {
+    const int64_t c1 = std::min(T, c0 + loss_chunk_), n = c1 - c0;
+    Arena::Mark mark = act_arena_->mark();
+    Tensor logits = act_arena_->allocate(dtype_, Shape{n, vocab_});  // this rank's slice
+    Tensor stats = act_arena_->allocate(DType::F32, Shape{n, 3});
+    Tensor stats_all = act_arena_->allocate(DType::F32, Shape{R, n, 3});
+    Tensor loss = act_arena_->allocate(DType::F32, Shape{n});
+    const Tensor x = in.lnf.slice_rows(c0, c1), targets = in.targets.slice_rows(c0, c1);
+    backend_.linear_forward(logits, x, W, Tensor{});
+    backend_.cross_entropy_partials(stats, logits, targets, vstart);
+    tp_.gather_cross_entropy_partials(stats_all, stats);
+    backend_.cross_entropy_combine(loss, logits, stats_all, targets, vstart, grad_scale, want_grad);
+    std::vector<float> host(n);
+    backend_.copy_to_host(host.data(), loss);
+    for (float v : host) total.loss += v;
+    if (want_grad)  // logits now hold dlogits
+      backend_.linear_backward(dx.defined() ? dx.slice_rows(c0, c1) : Tensor{}, dweight, Tensor{},
+                               logits, x, W);
+    act_arena_->release(mark);
+  }
+  // Each rank's dx is the part through its vocabulary slice.
+  if (dx.defined()) tp_.reduce_column_parallel_input_grad(dx);
+  return total;
+}
+
 std::vector<float> Transformer::logits(const MicroBatch& batch) {
+  if (tp_.active()) fail("Transformer::logits: not available with tensor parallelism");
   Inputs in = upload(batch);
   forward_trunk(in, false);
   const int64_t T = in.T, V = config_.vocab_size;

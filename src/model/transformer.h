@@ -11,14 +11,17 @@
 #include "kernels/backend.h"
 #include "model/config.h"
 #include "model/parameters.h"
+#include "parallel/tensor_parallel.h"
 
 namespace temper {
 
 class Transformer {
  public:
   // pad_multiple: the flat parameter and gradient buffers are padded to a multiple of it
-  // (ZeRO needs equal shards).
-  Transformer(const ModelConfig& config, Backend& backend, DType dtype, int64_t pad_multiple = 1);
+  // (ZeRO needs equal shards). tp: this rank's place in a tensor-parallel group; the
+  // parameters are then this rank's shards (heads, MLP columns, vocabulary rows).
+  Transformer(const ModelConfig& config, Backend& backend, DType dtype, int64_t pad_multiple = 1,
+              TensorParallel tp = {});
   ~Transformer();
 
   const ModelConfig& config() const { return config_; }
@@ -39,7 +42,8 @@ class Transformer {
   LossSum forward_backward(const MicroBatch& batch, float grad_scale);
   // Forward only (evaluation).
   LossSum forward_loss(const MicroBatch& batch);
-  // Full logits [T, V] f32 on the host (tests and generation; materialises T×V).
+  // Full logits [T, V] f32 on the host (tests and generation; materialises T×V; not
+  // with tensor parallelism).
   std::vector<float> logits(const MicroBatch& batch);
 
   // Called inside forward_backward as soon as the gradients of parameters [first, last)
@@ -66,10 +70,15 @@ class Transformer {
   // Embedding and all blocks; leaves the final-norm input in residuals_[L].
   void forward_trunk(Inputs& in, bool for_backward);
   Tensor grad_or_none(size_t index);
+  // LM head + cross-entropy over token chunks: the fused backend op, or with tensor
+  // parallelism the vocab-parallel form (partials exchanged, logits never gathered).
+  LossSum lm_head_loss(const Inputs& in, Tensor dx, Tensor dweight, float grad_scale);
   Tensor bias(size_t index) const;
 
   ModelConfig config_;
   Backend& backend_;
+  TensorParallel tp_;
+  int64_t heads_ = 0, kv_heads_ = 0, ffn_ = 0, vocab_ = 0;  // this rank's share
   DType dtype_;
   ParameterSet params_;
   std::vector<LayerParams> layers_;

@@ -60,13 +60,6 @@ void AdamW::step(float lr, float grad_scale) {
 
 size_t AdamW::state_bytes() const { return arena_->used_bytes(); }
 
-double grad_norm(ParameterSet& params, Backend& backend) {
-  double sum = 0.0;
-  for (auto& p : params.all())
-    if (p.trainable) sum += backend.sum_squares(p.grad);
-  return std::sqrt(sum);
-}
-
 float clip_factor(double norm, double max_norm) {
   if (max_norm <= 0.0) return 1.0f;
   double f = max_norm / (norm + 1e-6);

@@ -45,9 +45,9 @@ class AdamW {
   int64_t step_ = 0;
 };
 
-// sqrt(Σ over trainable gradients of g²), and the clip factor torch's clip_grad_norm_
-// applies: min(1, max_norm / (norm + 1e-6)); max_norm <= 0 disables clipping.
-double grad_norm(ParameterSet& params, Backend& backend);
+// The clip factor torch's clip_grad_norm_ applies for a global gradient norm:
+// min(1, max_norm / (norm + 1e-6)); max_norm <= 0 disables clipping. (The norm itself:
+// gradient_sum_squares in parallel/tensor_parallel.h.)
 float clip_factor(double norm, double max_norm);
 
 }  // namespace temper

@@ -21,17 +21,17 @@ void ZeroShards::reduce_scatter_gradients() {
   dp_.reduce_scatter(all.flat(begin_, end_ - begin_), all);
 }
 
-double ZeroShards::gradient_sum_squares(Backend& backend) {
-  double local = 0.0;
-  for (const Parameter& p : params_.all()) {
-    if (!p.trainable) continue;
-    const int64_t b = std::max(begin_, p.offset), e = std::min(end_, p.offset + p.shape.numel());
-    if (b < e) local += backend.sum_squares(params_.flat_grads().flat(b, e - b));
+SumSquares ZeroShards::gradient_sum_squares(Backend& backend) {
+  SumSquares local = temper::gradient_sum_squares(params_, backend, begin_, end_);
+  // f64 values travel as f32 (value, remainder) pairs through the f32 all-reduce.
+  float parts[4];
+  const double v[2] = {local.sharded, local.replicated};
+  for (int i = 0; i < 2; ++i) {
+    parts[2 * i] = float(v[i]);
+    parts[2 * i + 1] = float(v[i] - double(parts[2 * i]));
   }
-  // An f32 hi/lo pair keeps the sum's precision through the f32 all-reduce.
-  float parts[2] = {float(local), float(local - double(float(local)))};
-  dp_.all_reduce(Tensor(parts, DType::F32, Shape{2}), ReduceOp::Sum);
-  return double(parts[0]) + double(parts[1]);
+  dp_.all_reduce(Tensor(parts, DType::F32, Shape{4}), ReduceOp::Sum);
+  return {double(parts[0]) + double(parts[1]), double(parts[2]) + double(parts[3])};
 }
 
 void ZeroShards::all_gather_parameters() {

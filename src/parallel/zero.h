@@ -8,6 +8,7 @@
 #include "model/parameters.h"
 #include "optim/adamw.h"
 #include "parallel/communicator.h"
+#include "parallel/tensor_parallel.h"
 
 namespace temper {
 
@@ -18,8 +19,9 @@ class ZeroShards {
   ElementRange shard() const { return {begin_, end_}; }
   // Gradients: rank r's shard of the flat gradient buffer becomes the sum over ranks.
   void reduce_scatter_gradients();
-  // Σ g² over the trainable parameters' elements in every shard (after the reduce-scatter).
-  double gradient_sum_squares(Backend& backend);
+  // Σ g² over the trainable parameters' elements of every shard (after the
+  // reduce-scatter), summed over dp, split into tensor-parallel shards and replicated.
+  SumSquares gradient_sum_squares(Backend& backend);
   // Parameters: every rank's updated shard to every rank.
   void all_gather_parameters();
 

@@ -57,16 +57,20 @@ StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<Mi
     o.grad_sync->finish();
     r.grad_comm_bytes += comm_bytes() - before;
   }
-  double sum_squares = 0.0;
+  SumSquares squares;
   if (o.zero) {
     before = comm_bytes();
     o.zero->reduce_scatter_gradients();
     r.grad_comm_bytes += comm_bytes() - before;
-    sum_squares = o.zero->gradient_sum_squares(model.backend());
+    squares = o.zero->gradient_sum_squares(model.backend());
+  } else {
+    squares = gradient_sum_squares(model.params(), model.backend());
   }
+  const TensorParallel one;
+  const double sum_squares = (o.tp ? *o.tp : one).combine_sum_squares(squares.sharded, squares.replicated);
   sum_over(o.dp, loss_sum);
   r.loss = loss_sum[0] / double(r.target_tokens);
-  r.grad_norm = (o.zero ? std::sqrt(sum_squares) : grad_norm(model.params(), model.backend())) / scale;
+  r.grad_norm = std::sqrt(sum_squares) / scale;
   if (!std::isfinite(r.grad_norm)) {
     r.skipped = true;
     if (o.loss_scale) o.loss_scale->overflow();

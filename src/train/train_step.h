@@ -35,6 +35,8 @@ struct StepOptions {
   // ZeRO-1 instead of grad_sync: reduce-scatter the gradients, update this rank's shard
   // (the optimizer was built over zero->shard()), all-gather the parameters.
   ZeroShards* zero = nullptr;
+  // Tensor parallelism: gradient norms sum the shards over the tp group.
+  const TensorParallel* tp = nullptr;
 };
 
 // `micro` is this rank's share of the global batch. A step whose gradient norm is not

@@ -97,8 +97,9 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
   const DType dtype = parse_dtype(c.model.dtype);
   if (backend->device().kind == DeviceKind::CPU && dtype != DType::F32)
     fail("model.dtype={} but the cpu backend computes in f32; set model.dtype=f32", c.model.dtype);
-  if (place.dp_size() > 1 && backend->device().kind != DeviceKind::CPU)
-    fail("data parallelism on the CUDA backend needs the NCCL gradient path, not wired yet");
+  if (place.grid && backend->device().kind != DeviceKind::CPU)
+    fail("several ranks on the CUDA backend need the NCCL communicators in the trainer, not "
+         "wired yet (the CPU backend runs every layout)");
   const bool rank0 = place.is_rank0();
 
   if (rank0) {
@@ -126,7 +127,8 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
               c.train.eval_every);
 
   const bool zero = c.parallel.zero >= 1 && place.dp_size() > 1;
-  Transformer model(mc, *backend, dtype, zero ? place.dp_size() : 1);
+  const TensorParallel tp = place.grid ? TensorParallel(place.grid->tp()) : TensorParallel();
+  Transformer model(mc, *backend, dtype, zero ? place.dp_size() : 1, tp);
   model.init_weights(uint64_t(c.seed));
   model.set_recompute(c.train.recompute);
   model.set_loss_chunk(c.train.loss_chunk);
@@ -140,6 +142,7 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
   if (zero) shards = std::make_unique<ZeroShards>(model.params(), place.grid->dp());
   AdamW optimizer(model.params(), *backend, oc, shards ? shards->shard() : ElementRange{});
   StepOptions step_options;
+  step_options.tp = &tp;
   // f16 needs loss scaling to keep small gradients; bf16 and f32 do not.
   std::unique_ptr<DynamicLossScale> loss_scale;
   if (dtype == DType::F16)
@@ -204,10 +207,11 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
     }
     const bool eval_now = !val.empty() && (step % c.train.eval_every == 0 || step == c.train.steps);
     if (eval_now) {
-      // Every rank holds the same parameters; rank 0 evaluates.
+      // Every rank evaluates (a tensor-parallel forward needs the whole tp group); the
+      // dp replicas agree, rank 0 reports.
+      const double vl = evaluate(model, val);
+      summary.val_losses.push_back(vl);
       if (rank0) {
-        const double vl = evaluate(model, val);
-        summary.val_losses.push_back(vl);
         metrics->write({{"step", step}, {"val_loss", vl}});
         progress.eval(step, vl);
       }
@@ -215,8 +219,9 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
   }
   progress.finish();
   summary.peak_bytes = backend->memory().peak_bytes();
+  save_hf_model(model, (fs::path(c.out_dir) / "final").string(), tp,
+                place.grid ? &place.grid->tp() : nullptr, rank0);
   if (rank0) {
-    save_hf_model(model, (fs::path(c.out_dir) / "final").string());
     log::info("done: final loss {:.4f}, peak memory {:.1f} MiB (activations {:.1f} MiB); model -> {}/final",
               summary.losses.back(), double(summary.peak_bytes) / 1048576.0,
               double(model.activation_peak_bytes()) / 1048576.0, c.out_dir);
@@ -230,9 +235,10 @@ RunSummary run_training(const RunConfig& c) {
   validate_run_config(c);
   Placement place;
   place.process = detect_process();
-  if (c.parallel.tp > 1)
-    fail("parallel.tp={}: tensor parallelism is not available yet (data parallelism is: leave "
-         "parallel.tp=1 and launch more ranks)", c.parallel.tp);
+  if (c.parallel.tp > place.process.world_size)
+    fail("parallel.tp={} needs at least that many ranks, but {} {} running (launch with "
+         "launch/temper-mpirun -n N)", c.parallel.tp, place.process.world_size,
+         place.process.world_size == 1 ? "process is" : "processes are");
   if (c.parallel.zero > 1)
     fail("parallel.zero={}: ZeRO stage 2 is not available yet (use parallel.zero=0 or 1)", c.parallel.zero);
   if (place.process.world_size == 1) return train_on(c, place);

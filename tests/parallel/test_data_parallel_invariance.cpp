@@ -1,7 +1,8 @@
-// Data-parallel invariance through the real launcher: the same global batch split over
-// 1, 2 or 4 ranks (and over accumulation steps, and tiny gradient buckets) gives the same
-// five-step loss trajectory and the same final parameters as one process, within fp32
-// reduction-order noise (bound below). Runs `mpirun --oversubscribe build/bin/temper`.
+// Parallel invariance through the real launcher: the same global batch split over 1, 2 or
+// 4 ranks as data parallelism (with accumulation, tiny gradient buckets, ZeRO-1) and as
+// tensor parallelism (tp = 2, alone and with dp = 2) gives the same five-step loss
+// trajectory and the same final parameters (gathered to full tensors) as one process,
+// within fp32 reduction-order noise (bound below). Runs `mpirun --oversubscribe temper`.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -26,6 +27,7 @@ struct Layout {
   int ranks, accum;
   double bucket_mb;
   int zero = 0;
+  int tp = 1;
 };
 
 std::string run_layout(const Layout& l, const std::string& tag) {
@@ -35,8 +37,9 @@ std::string run_layout(const Layout& l, const std::string& tag) {
       "timeout 300 mpirun -np {} --oversubscribe --bind-to none {}/bin/temper train "
       "{}/configs/recipes/tiny.yaml out_dir={} train.steps=5 train.grad_accum={} "
       "train.eval_every=0 train.progress=plain parallel.bucket_mb={} parallel.zero={} "
-      "parallel.timeout_s=120 2>&1",
-      l.ranks, TEMPER_BINARY_DIR, TEMPER_SOURCE_DIR, dir.string(), l.accum, l.bucket_mb, l.zero);
+      "parallel.tp={} parallel.timeout_s=120 2>&1",
+      l.ranks, TEMPER_BINARY_DIR, TEMPER_SOURCE_DIR, dir.string(), l.accum, l.bucket_mb, l.zero,
+      l.tp);
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf;
@@ -72,7 +75,11 @@ TEST(DataParallel, LayoutsMatchOneProcess) {
                                     std::pair{Layout{4, 1, 25.0}, "4x1"},
                                     std::pair{Layout{2, 2, 0.01}, "2x2_small_buckets"},
                                     std::pair{Layout{2, 2, 25.0, 1}, "2x2_zero1"},
-                                    std::pair{Layout{4, 1, 25.0, 1}, "4x1_zero1"}}) {
+                                    std::pair{Layout{4, 1, 25.0, 1}, "4x1_zero1"},
+                                    // (tp, dp) = (2, 1), (2, 2), and (2, 2) with ZeRO-1
+                                    std::pair{Layout{2, 4, 25.0, 0, 2}, "tp2_dp1"},
+                                    std::pair{Layout{4, 2, 25.0, 0, 2}, "tp2_dp2"},
+                                    std::pair{Layout{4, 2, 25.0, 1, 2}, "tp2_dp2_zero1"}}) {
     const std::string dir = run_layout(layout, tag);
     EXPECT_LE(test::rel_error(losses(dir), ref_losses), kBound) << tag << " losses";
     SafetensorsFile model = read_safetensors(dir + "/final/model.safetensors");
@@ -80,6 +87,24 @@ TEST(DataParallel, LayoutsMatchOneProcess) {
     for (const auto& [name, t] : ref_model.tensors)
       EXPECT_LE(test::rel_error(model.at(name).to_f32(), t.to_f32()), kBound) << tag << " " << name;
   }
+}
+
+TEST(TensorParallel, HeadsThatDoNotDivideAreAClearError) {
+  auto dir = test::temp_dir("tp_bad_heads");
+  const std::string cmd = fmt::format(
+      "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 "
+      "mpirun -np 4 --oversubscribe --bind-to none {}/bin/temper train {}/configs/recipes/tiny.yaml "
+      "out_dir={} parallel.tp=4 2>&1",
+      TEMPER_BINARY_DIR, TEMPER_SOURCE_DIR, dir.string());
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int st = pclose(p);
+  EXPECT_FALSE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << out;
+  // The tiny model has 2 kv heads: 4-way tensor parallelism cannot split them.
+  EXPECT_NE(out.find("num_key_value_heads 2 is not divisible by parallel.tp=4"), std::string::npos) << out;
 }
 
 // Gradient and parameter traffic per step: plain data parallelism all-reduces Ψ gradient

@@ -288,36 +288,49 @@ TEST(CpuOps, RopeBackwardInvertsForward) {
 
 // ---- attention ----------------------------------------------------------------------
 
-// Three packed documents of lengths 5, 7, 1; GQA with 2 query heads per kv head.
+// Three packed documents of lengths 5, 7, 1; GQA with 2 query heads per kv head; an
+// optional learned prefix of P keys/values [P, Hkv, D] seen by every token.
 struct AttnCase {
-  int64_t T = 13, Hq = 4, Hkv = 2, D = 8;
+  int64_t T = 13, Hq = 4, Hkv = 2, D = 8, P = 0;
   std::vector<int32_t> cu = {0, 5, 12, 13};
   int window = 0;
-  Vec q, k, v, out, lse;
-  explicit AttnCase(int w, uint64_t seed = 40) : window(w) {
+  Vec q, k, v, pk, pv, out, lse;
+  explicit AttnCase(int w, uint64_t seed = 40, int64_t prefix = 0) : P(prefix), window(w) {
     q = randn(T * Hq * D, seed);
     k = randn(T * Hkv * D, seed + 1);
     v = randn(T * Hkv * D, seed + 2);
+    pk = randn(P * Hkv * D, seed + 3);
+    pv = randn(P * Hkv * D, seed + 4);
     out.resize(T * Hq * D);
     lse.resize(Hq * T);
   }
+  Tensor prefix_k() { return P ? f32(pk, {P, Hkv, D}) : Tensor{}; }
+  Tensor prefix_v() { return P ? f32(pv, {P, Hkv, D}) : Tensor{}; }
   void forward(CpuBackend& be) {
     be.attention_forward(f32(out, {T, Hq, D}), f32(lse, {Hq, T}), f32(q, {T, Hq, D}),
-                         f32(k, {T, Hkv, D}), f32(v, {T, Hkv, D}), i32(cu, {4}), window);
+                         f32(k, {T, Hkv, D}), f32(v, {T, Hkv, D}), i32(cu, {4}), window,
+                         prefix_k(), prefix_v());
   }
 };
 
-// Naive f64 attention with an explicit document/causal/window mask.
+// Naive f64 attention with an explicit document/causal/window mask; the P prefix keys
+// are always visible.
 void check_attention_forward(const AttnCase& a) {
-  const int64_t T = a.T, Hq = a.Hq, Hkv = a.Hkv, D = a.D;
+  const int64_t T = a.T, Hq = a.Hq, Hkv = a.Hkv, D = a.D, P = a.P;
   std::vector<int> doc(T);
   for (size_t d = 0; d + 1 < a.cu.size(); ++d)
     for (int t = a.cu[d]; t < a.cu[d + 1]; ++t) doc[t] = int(d);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < Hq; ++h) {
       const int64_t kh = h / (Hq / Hkv);
-      std::vector<double> sc(T, -INFINITY);
+      std::vector<double> sc(T, -INFINITY), psc(P);
       double mx = -INFINITY;
+      for (int64_t j = 0; j < P; ++j) {
+        double d = 0;
+        for (int64_t i = 0; i < D; ++i) d += double(a.q[(t * Hq + h) * D + i]) * a.pk[(j * Hkv + kh) * D + i];
+        psc[j] = d / std::sqrt(double(D));
+        mx = std::max(mx, psc[j]);
+      }
       for (int64_t s = 0; s < T; ++s) {
         const bool visible = doc[s] == doc[t] && s <= t && (a.window == 0 || t - s < a.window);
         if (!visible) continue;
@@ -328,29 +341,36 @@ void check_attention_forward(const AttnCase& a) {
       }
       double sum = 0;
       for (int64_t s = 0; s < T; ++s) sum += std::exp(sc[s] - mx);
+      for (int64_t j = 0; j < P; ++j) sum += std::exp(psc[j] - mx);
       EXPECT_NEAR(a.lse[h * T + t], mx + std::log(sum), 1e-5) << "t=" << t << " h=" << h;
       for (int64_t i = 0; i < D; ++i) {
         double o = 0;
         for (int64_t s = 0; s < T; ++s) o += std::exp(sc[s] - mx) / sum * a.v[(s * Hkv + kh) * D + i];
+        for (int64_t j = 0; j < P; ++j) o += std::exp(psc[j] - mx) / sum * a.pv[(j * Hkv + kh) * D + i];
         EXPECT_NEAR(a.out[(t * Hq + h) * D + i], o, 1e-5) << "t=" << t << " h=" << h;
       }
     }
 }
 
-void check_attention_gradients(int window) {
+void check_attention_gradients(int window, int64_t prefix = 0) {
   CpuBackend be;
-  AttnCase a(window);
-  const int64_t T = a.T, Hq = a.Hq, Hkv = a.Hkv, D = a.D;
+  AttnCase a(window, 40, prefix);
+  const int64_t T = a.T, Hq = a.Hq, Hkv = a.Hkv, D = a.D, P = a.P;
   a.forward(be);
   check_attention_forward(a);
 
   Vec R = randn(T * Hq * D, 45), dq(a.q.size()), dk(a.k.size()), dv(a.v.size());
+  Vec dpk(a.pk.size()), dpv(a.pv.size());
   Vec out_saved = a.out, lse_saved = a.lse;  // activations of the unperturbed inputs
-  backward_twice("attention", {&dq, &dk, &dv}, [&] {
+  std::vector<Vec*> grads = {&dq, &dk, &dv};
+  if (P) grads.insert(grads.end(), {&dpk, &dpv});
+  backward_twice("attention", grads, [&] {
     be.attention_backward(f32(dq, {T, Hq, D}), f32(dk, {T, Hkv, D}), f32(dv, {T, Hkv, D}),
                           f32(R, {T, Hq, D}), f32(a.q, {T, Hq, D}), f32(a.k, {T, Hkv, D}),
                           f32(a.v, {T, Hkv, D}), f32(out_saved, {T, Hq, D}),
-                          f32(lse_saved, {Hq, T}), i32(a.cu, {4}), window);
+                          f32(lse_saved, {Hq, T}), i32(a.cu, {4}), window, a.prefix_k(),
+                          a.prefix_v(), P ? f32(dpk, {P, Hkv, D}) : Tensor{},
+                          P ? f32(dpv, {P, Hkv, D}) : Tensor{});
   });
   auto loss = [&] { a.forward(be); return dot64(a.out, R); };
   // Forgetting the −D_t term in dS, or the scale on dq/dk, fails the dq/dk checks;
@@ -359,10 +379,69 @@ void check_attention_gradients(int window) {
   check_gradient("dq", a.q, dq, loss);
   check_gradient("dk", a.k, dk, loss);
   check_gradient("dv", a.v, dv, loss);
+  if (!P) return;
+  // Dropping the −D_t term from dS in the dprefix sums fails dprefix_k; leaving the
+  // prefix keys out of dq fails the dq check above.
+  check_gradient("dprefix_k", a.pk, dpk, loss);
+  check_gradient("dprefix_v", a.pv, dpv, loss);
+
+  // A frozen prefix (undefined dprefix_k / dprefix_v) gives the same dq, dk, dv.
+  Vec dq2(dq.size()), dk2(dk.size()), dv2(dv.size());
+  be.attention_backward(f32(dq2, {T, Hq, D}), f32(dk2, {T, Hkv, D}), f32(dv2, {T, Hkv, D}),
+                        f32(R, {T, Hq, D}), f32(a.q, {T, Hq, D}), f32(a.k, {T, Hkv, D}),
+                        f32(a.v, {T, Hkv, D}), f32(out_saved, {T, Hq, D}), f32(lse_saved, {Hq, T}),
+                        i32(a.cu, {4}), window, a.prefix_k(), a.prefix_v(), Tensor{}, Tensor{});
+  EXPECT_EQ(dq2, dq);
+  EXPECT_EQ(dk2, dk);
+  EXPECT_EQ(dv2, dv);
 }
 
 TEST(CpuGrad, AttentionGqaPackedDocuments) { check_attention_gradients(0); }
 TEST(CpuGrad, AttentionSlidingWindow) { check_attention_gradients(3); }
+// P = 3 prefix keys, GQA, three documents, and a window of 3: the window must not hide
+// the prefix (a backward that masks prefix keys by the window fails dprefix_k/v).
+TEST(CpuGrad, AttentionPrefix) { check_attention_gradients(0, 3); }
+TEST(CpuGrad, AttentionPrefixSlidingWindow) { check_attention_gradients(3, 3); }
+
+// A prefix is the same as P real keys placed before every document (no window, no RoPE):
+// repack each document d as [prefix (P tokens), d] and compare its tokens' outputs.
+TEST(CpuOps, AttentionPrefixEqualsPrependedKeys) {
+  CpuBackend be;
+  AttnCase a(0, 40, 3);
+  const int64_t Hq = a.Hq, Hkv = a.Hkv, D = a.D, P = a.P, N = 3;
+  a.forward(be);
+  const int64_t T2 = a.T + N * P;
+  Vec q2(T2 * Hq * D, 0.5f), k2(T2 * Hkv * D), v2(T2 * Hkv * D), out2(T2 * Hq * D), lse2(Hq * T2);
+  std::vector<int32_t> cu2 = {0};
+  std::vector<int64_t> where(a.T);  // token t of a → its row in the repacked batch
+  int64_t r = 0;
+  for (int64_t d = 0; d < N; ++d) {
+    for (int64_t j = 0; j < P; ++j, ++r)
+      for (int64_t i = 0; i < Hkv * D; ++i) {
+        k2[r * Hkv * D + i] = a.pk[j * Hkv * D + i];
+        v2[r * Hkv * D + i] = a.pv[j * Hkv * D + i];
+      }
+    for (int64_t t = a.cu[d]; t < a.cu[d + 1]; ++t, ++r) {
+      where[t] = r;
+      for (int64_t i = 0; i < Hq * D; ++i) q2[r * Hq * D + i] = a.q[t * Hq * D + i];
+      for (int64_t i = 0; i < Hkv * D; ++i) {
+        k2[r * Hkv * D + i] = a.k[t * Hkv * D + i];
+        v2[r * Hkv * D + i] = a.v[t * Hkv * D + i];
+      }
+    }
+    cu2.push_back(int32_t(r));
+  }
+  be.attention_forward(f32(out2, {T2, Hq, D}), f32(lse2, {Hq, T2}), f32(q2, {T2, Hq, D}),
+                       f32(k2, {T2, Hkv, D}), f32(v2, {T2, Hkv, D}), i32(cu2, {N + 1}), 0,
+                       Tensor{}, Tensor{});
+  for (int64_t t = 0; t < a.T; ++t)
+    for (int64_t h = 0; h < Hq; ++h) {
+      EXPECT_NEAR(a.lse[h * a.T + t], lse2[h * T2 + where[t]], 1e-5) << "t=" << t;
+      for (int64_t i = 0; i < D; ++i)
+        EXPECT_NEAR(a.out[(t * Hq + h) * D + i], out2[(where[t] * Hq + h) * D + i], 1e-5)
+            << "t=" << t << " h=" << h;
+    }
+}
 
 TEST(CpuOps, AttentionStaysInsideDocuments) {
   CpuBackend be;

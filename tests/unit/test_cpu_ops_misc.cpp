@@ -205,16 +205,29 @@ TEST(CpuOps, BadArgumentsThrow) {
                         "token 4 has position 4");
   std::vector<int32_t> cu_bad = {0, 4, 5};  // ends at 5, T = 6
   EXPECT_ERROR_CONTAINS(be.attention_forward(f32(qk, {6, 2, 2}), f32(lse, {2, 6}), f32(qk, {6, 2, 2}),
-                                             f32(qk, {6, 2, 2}), f32(qk, {6, 2, 2}), i32(cu_bad, {3}), 0),
+                                             f32(qk, {6, 2, 2}), f32(qk, {6, 2, 2}), i32(cu_bad, {3}), 0,
+                                             Tensor{}, Tensor{}),
                         "cu_seqlens");
   Vec kv3(6 * 3 * 2);  // 2 query heads over 3 kv heads
   std::vector<int32_t> cu = {0, 6};
   EXPECT_ERROR_CONTAINS(be.attention_forward(f32(qk, {6, 2, 2}), f32(lse, {2, 6}), f32(qk, {6, 2, 2}),
-                                             f32(kv3, {6, 3, 2}), f32(kv3, {6, 3, 2}), i32(cu, {2}), 0),
+                                             f32(kv3, {6, 3, 2}), f32(kv3, {6, 3, 2}), i32(cu, {2}), 0,
+                                             Tensor{}, Tensor{}),
                         "kv heads");
   EXPECT_ERROR_CONTAINS(be.attention_forward(f32(qk, {6, 2, 2}), f32(lse, {6, 2}), f32(qk, {6, 2, 2}),
-                                             f32(qk, {6, 2, 2}), f32(qk, {6, 2, 2}), i32(cu, {2}), 0),
+                                             f32(qk, {6, 2, 2}), f32(qk, {6, 2, 2}), i32(cu, {2}), 0,
+                                             Tensor{}, Tensor{}),
                         "attention_forward: lse");
+  // A prefix needs both halves, with q's kv heads and head dim.
+  Vec pre(3 * 2 * 2);
+  EXPECT_ERROR_CONTAINS(be.attention_forward(f32(qk, {6, 2, 2}), f32(lse, {2, 6}), f32(qk, {6, 2, 2}),
+                                             f32(qk, {6, 2, 2}), f32(qk, {6, 2, 2}), i32(cu, {2}), 0,
+                                             f32(pre, {3, 2, 2}), Tensor{}),
+                        "both");
+  EXPECT_ERROR_CONTAINS(be.attention_forward(f32(qk, {6, 2, 2}), f32(lse, {2, 6}), f32(qk, {6, 2, 2}),
+                                             f32(qk, {6, 2, 2}), f32(qk, {6, 2, 2}), i32(cu, {2}), 0,
+                                             f32(pre, {3, 2, 2}), f32(pre, {3, 4, 1})),
+                        "prefix_v");
 }
 
 // ---- reproducibility ----------------------------------------------------------------
@@ -233,6 +246,8 @@ TEST(CpuOps, DeterministicAcrossThreadCounts) {
   for (int64_t t = 0; t < T; ++t) ids[t] = int32_t((t * 5) % V);
   Vec q = randn(T * Hq * D, 4), k = randn(T * Hkv * D, 5), v = randn(T * Hkv * D, 6);
   Vec dout = randn(T * Hq * D, 7);
+  const int64_t P = 3;  // a learned attention prefix: dprefix sums over every token
+  Vec pk = randn(P * Hkv * D, 8), pv = randn(P * Hkv * D, 9);
 
   auto run = [&](int threads) {
     omp_set_num_threads(threads);
@@ -245,13 +260,16 @@ TEST(CpuOps, DeterministicAcrossThreadCounts) {
     be.linear_backward(Tensor{}, Tensor{}, f32(db, {C}), f32(g, {T, C}), Tensor{}, Tensor{});
     Vec ss = {float(be.sum_squares(f32(g, {T * C})))};
     Vec ao(T * Hq * D), lse(Hq * T), dq(q.size()), dk(k.size()), dv(v.size());
+    Vec dpk(pk.size()), dpv(pv.size());
     be.attention_forward(f32(ao, {T, Hq, D}), f32(lse, {Hq, T}), f32(q, {T, Hq, D}),
-                         f32(k, {T, Hkv, D}), f32(v, {T, Hkv, D}), i32(cu, {4}), 5);
+                         f32(k, {T, Hkv, D}), f32(v, {T, Hkv, D}), i32(cu, {4}), 5,
+                         f32(pk, {P, Hkv, D}), f32(pv, {P, Hkv, D}));
     be.attention_backward(f32(dq, {T, Hq, D}), f32(dk, {T, Hkv, D}), f32(dv, {T, Hkv, D}),
                           f32(dout, {T, Hq, D}), f32(q, {T, Hq, D}), f32(k, {T, Hkv, D}),
                           f32(v, {T, Hkv, D}), f32(ao, {T, Hq, D}), f32(lse, {Hq, T}),
-                          i32(cu, {4}), 5);
-    return std::vector<Vec>{out, dx, dw, dtable, db, ss, ao, lse, dq, dk, dv};
+                          i32(cu, {4}), 5, f32(pk, {P, Hkv, D}), f32(pv, {P, Hkv, D}),
+                          f32(dpk, {P, Hkv, D}), f32(dpv, {P, Hkv, D}));
+    return std::vector<Vec>{out, dx, dw, dtable, db, ss, ao, lse, dq, dk, dv, dpk, dpv};
   };
   const int saved = omp_get_max_threads();
   const auto one = run(1), many = run(5);

@@ -10,10 +10,12 @@ using namespace cpu;
 
 namespace {
 
-// Every id must index a row of the [V, C] table; name the first token that does not.
+// Every id must index a row of the [V, C] table, or be negative: a vocab-parallel
+// embedding passes the ids of other ranks' slices as -1 (a zero row, no gradient).
+// Name the first token that does neither.
 void check_ids(const int32_t* ids, int64_t T, int64_t V, const char* op) {
   for (int64_t t = 0; t < T; ++t)
-    if (ids[t] < 0 || ids[t] >= V)
+    if (ids[t] >= V)
       fail("{}: token {} has id {}, outside the vocabulary [0, {})", op, t, ids[t], V);
 }
 
@@ -31,8 +33,12 @@ void CpuBackend::embedding_forward(Tensor out, Tensor ids, Tensor table) {
   const float* tab = table.ptr<float>();  // [V, C]
   float* o = out.ptr<float>();            // [T, C]
 #pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < T; ++t)
-    std::memcpy(o + t * C, tab + int64_t(id[t]) * C, size_t(C) * sizeof(float));
+  for (int64_t t = 0; t < T; ++t) {
+    if (id[t] < 0)
+      std::memset(o + t * C, 0, size_t(C) * sizeof(float));
+    else
+      std::memcpy(o + t * C, tab + int64_t(id[t]) * C, size_t(C) * sizeof(float));
+  }
 }
 
 // dtable[V,C] += Σ_{t: ids[t]=v} dout[t,:]
@@ -54,6 +60,7 @@ void CpuBackend::embedding_backward(Tensor dtable, Tensor dout, Tensor ids) {
   for (int64_t b = 0; b < nblocks; ++b) {
     const int64_t c0 = b * kColumnBlock, c1 = std::min(C, c0 + kColumnBlock);
     for (int64_t t = 0; t < T; ++t) {
+      if (id[t] < 0) continue;  // another rank's vocabulary slice
       float* drow = dtab + int64_t(id[t]) * C;
       const float* grow = g + t * C;
       for (int64_t c = c0; c < c1; ++c) drow[c] += grow[c];

@@ -3,7 +3,8 @@
 // computes: token t of document [b, e) attends to keys s in [lo(t), t] with
 //   lo(t) = max(b, t − window + 1) when window > 0, else b,
 // query head h reads kv head h / (Hq/Hkv), scores are scaled by 1/sqrt(D), and
-// lse[h, t] = log Σ_s exp(score) is saved for the backward.
+// lse[h, t] = log Σ_s exp(score) is saved for the backward. With a learned prefix
+// (prefix_k, prefix_v [P, Hkv, D]) every query also sees the P prefix keys, unmasked.
 //
 // Design (plain CUDA, fp32 FMA; tensor-core mma (wgmma / mma.sync on bf16 tiles) and
 // cp.async / TMA pipelining can come later without changing the block mapping):
@@ -18,6 +19,8 @@
 //   Documents and lo(t) come from a binary search of cu_seqlens on the device: no host
 //   sync, no [T] scratch, any number of documents, any T. A straddling tile does at most
 //   the work of a tile wholly inside the longer document.
+// - Prefix: each query tile first runs the P prefix keys as ceil(P/64) extra key tiles
+//   (read from prefix_k/prefix_v, masked only past P), then its own key tiles.
 // - Online softmax in fp32 (running max m and sum l per row, in log2 units: q is
 //   pre-multiplied by log2(e)/sqrt(D) as it is staged), never a T × T buffer: S and P live
 //   one 64 × 64 tile at a time (S in registers, P in shared memory for the P·V product).
@@ -70,6 +73,25 @@ void check_attention_inputs(const char* op, const Tensor& q, const Tensor& k, co
   if (cu_seqlens.dtype() != DType::I32 || cu_seqlens.ndim() != 1 || cu_seqlens.size(0) < 2)
     fail("CUDA backend: {}: cu_seqlens must be i32[N+1] with N >= 1, got {}", op,
          cu_seqlens.str());
+}
+
+// Checks the optional prefix: prefix_k and prefix_v both undefined (returns 0) or both
+// [P, Hkv, D] in q's dtype (returns P). Device placement is checked by the caller.
+int64_t check_attention_prefix(const char* op, const Tensor& q, const Tensor& k,
+                               const Tensor& prefix_k, const Tensor& prefix_v) {
+  if (prefix_k.defined() != prefix_v.defined())
+    fail("CUDA backend: {}: prefix_k and prefix_v must both be given or both be undefined", op);
+  if (!prefix_k.defined()) return 0;
+  const int64_t P = prefix_k.ndim() == 3 ? prefix_k.size(0) : 0;
+  const Shape want{P, k.size(1), q.size(2)};
+  if (prefix_k.ndim() != 3 || prefix_k.dtype() != q.dtype() || !(prefix_k.shape() == want))
+    fail("CUDA backend: {}: prefix_k is {}, expected {}[P, {}, {}]", op, prefix_k.str(),
+         dtype_name(q.dtype()), k.size(1), q.size(2));
+  if (prefix_v.dtype() != q.dtype() || !(prefix_v.shape() == want))
+    fail("CUDA backend: {}: prefix_v is {}, expected the dtype and shape of prefix_k {}", op,
+         prefix_v.str(), prefix_k.str());
+  if (P > INT32_MAX / 2) fail("CUDA backend: {}: {} prefix keys is too many", op, P);
+  return P;
 }
 
 // Lets `kernel` use `bytes` of dynamic shared memory on the current device, or throws when
@@ -144,9 +166,10 @@ template <typename T, int DMAX, bool EXACT>
 __global__ void __launch_bounds__(kAttnThreads)
     attention_forward_kernel(T* __restrict__ out, float* __restrict__ lse,
                              const T* __restrict__ q, const T* __restrict__ k,
-                             const T* __restrict__ v, const int32_t* __restrict__ cu,
-                             int n_docs, int n_tok, int n_heads, int group, int n_kv, int d_rt,
-                             int window, float qk_log2) {
+                             const T* __restrict__ v, const T* __restrict__ pk,
+                             const T* __restrict__ pv, const int32_t* __restrict__ cu,
+                             int n_docs, int n_tok, int n_pre, int n_heads, int group, int n_kv,
+                             int d_rt, int window, float qk_log2) {
   constexpr int BR = kTile, BC = kTile, RI = BR / 16, CJ = BC / 16, CC = DMAX / 16;
   constexpr int PS = BC + 1;
   const int D = EXACT ? DMAX : d_rt;
@@ -181,10 +204,16 @@ __global__ void __launch_bounds__(kAttnThreads)
     for (int c = 0; c < CC; ++c) acc[i][c] = 0.0f;
   }
   const int k_begin = row_lo[0];  // lo is nondecreasing in t; row 0 is always < T
+  // Key tiles: first the prefix's (keys [0, P) of pk/pv), then [k_begin, q_end) of k/v.
+  const int n_pre_tiles = (n_pre + BC - 1) / BC;
+  const int n_tiles = n_pre_tiles + (q_end - k_begin + BC - 1) / BC;
 
-  for (int k0 = k_begin; k0 < q_end; k0 += BC) {
+  for (int it = 0; it < n_tiles; ++it) {
+    const bool pre = it < n_pre_tiles;
+    const int k0 = pre ? it * BC : k_begin + (it - n_pre_tiles) * BC;
+    const int k_stop = pre ? n_pre : q_end;  // rows past it are staged as zeros
     __syncthreads();  // the previous tile's P·V is done with kvs and ps
-    stage_rows(kvs, k, k0, q_end, BC, kh, n_kv, D, DS, 1.0f);
+    stage_rows(kvs, pre ? pk : k, k0, k_stop, BC, kh, n_kv, D, DS, 1.0f);
     __syncthreads();
 
     // S = Q Kᵀ for rows ty + 16i, keys tx + 16j (log2 units).
@@ -213,7 +242,8 @@ __global__ void __launch_bounds__(kAttnThreads)
 #pragma unroll
       for (int j = 0; j < CJ; ++j) {
         const int key = k0 + tx + 16 * j;
-        if (key < lo_r[i] || key > t_r[i]) s[i][j] = -INFINITY;
+        const bool seen = pre ? key < n_pre : (key >= lo_r[i] && key <= t_r[i]);
+        if (!seen) s[i][j] = -INFINITY;
         mx = fmaxf(mx, s[i][j]);
       }
       const float m_new = fmaxf(m_r[i], max16(mx));
@@ -233,10 +263,10 @@ __global__ void __launch_bounds__(kAttnThreads)
       for (int c = 0; c < CC; ++c) acc[i][c] *= alpha;
     }
     __syncthreads();  // every S read of the K tile is done; P is complete
-    stage_rows(kvs, v, k0, q_end, BC, kh, n_kv, D, DS, 1.0f);
+    stage_rows(kvs, pre ? pv : v, k0, k_stop, BC, kh, n_kv, D, DS, 1.0f);
     __syncthreads();
 
-    // O += P V for rows ty + 16i, columns tx + 16c. Keys past q_end have p = 0, v = 0.
+    // O += P V for rows ty + 16i, columns tx + 16c. Keys past k_stop have p = 0, v = 0.
 #pragma unroll 4
     for (int j = 0; j < BC; ++j) {
       float p[RI];
@@ -285,7 +315,8 @@ void dispatch_head_dim(int64_t D, Fn&& fn) {
 }  // namespace
 
 void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v,
-                                    Tensor cu_seqlens, int window) {
+                                    Tensor cu_seqlens, int window, Tensor prefix_k,
+                                    Tensor prefix_v) {
   const char* op = "attention_forward";
   expect_here(out, op, "out");
   expect_here(lse, op, "lse");
@@ -294,6 +325,9 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, 
   expect_here(v, op, "v");
   expect_here(cu_seqlens, op, "cu_seqlens");
   cuda::check_attention_inputs(op, q, k, v, cu_seqlens, window);
+  if (prefix_k.defined()) expect_here(prefix_k, op, "prefix_k");
+  if (prefix_v.defined()) expect_here(prefix_v, op, "prefix_v");
+  const int64_t P = cuda::check_attention_prefix(op, q, k, prefix_k, prefix_v);
   const int64_t T = q.size(0), Hq = q.size(1), D = q.size(2), Hkv = k.size(1);
   expect_tensor(out, q.dtype(), Shape{T, Hq, D}, "CUDA backend: attention_forward: out");
   expect_tensor(lse, DType::F32, Shape{Hq, T}, "CUDA backend: attention_forward: lse");
@@ -314,8 +348,9 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, 
                                      "attention_forward_kernel");
       kernel<<<grid, kAttnThreads, smem, stream_>>>(
           out.ptr<T_>(), lse.ptr<float>(), q.ptr<T_>(), k.ptr<T_>(), v.ptr<T_>(),
-          cu_seqlens.ptr<int32_t>(), n_docs, int(T), int(Hq), int(Hq / Hkv), int(Hkv), int(D),
-          window, qk_log2);
+          P ? prefix_k.ptr<T_>() : nullptr, P ? prefix_v.ptr<T_>() : nullptr,
+          cu_seqlens.ptr<int32_t>(), n_docs, int(T), int(P), int(Hq), int(Hq / Hkv), int(Hkv),
+          int(D), window, qk_log2);
       cuda_check_last_launch("attention_forward_kernel");
     });
   });

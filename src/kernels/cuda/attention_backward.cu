@@ -4,9 +4,9 @@
 //   p_s = exp(score_s − lse_t),  dP_s = dout_t · v_s,  D_t = dout_t · out_t
 //   dS_s = p_s (dP_s − D_t),  dq_t += scale Σ_s dS_s k_s,  dk_s += scale Σ_t dS_s q_t,
 //   dv_s += Σ_t p_s dout_t
-// Three kernels, all on the backend stream, none with atomics, each output element owned
-// by one block and summed in a fixed order, so the result is bit-reproducible whether or
-// not deterministic() is set:
+// Three kernels (four with a trainable prefix), all on the backend stream, none with
+// atomics, each output element owned by one block and summed in a fixed order, so the
+// result is bit-reproducible whether or not deterministic() is set:
 // 1. attention_dot_kernel: D[h, t] = dout·out (f32 scratch [Hq, T], one warp per row).
 // 2. attention_dkdv_kernel: one block = 64 keys × one kv head; grid (ceil(T/64), Hkv).
 //    Keys are tiled over T, so a key tile may straddle documents: the queries that can see
@@ -19,7 +19,13 @@
 //    are added into dk, dv once at the end.
 // 3. attention_dq_kernel: one block = BR queries × one query head; grid (ceil(T/BR), Hq);
 //    loops over key tiles [lo(q0), min(q0 + BR, T)) as the forward does, recomputes P and
-//    dS and accumulates dQ = scale · dS K in registers; added into dq once.
+//    dS and accumulates dQ = scale · dS K in registers; added into dq once. With a prefix
+//    it first loops over the prefix's key tiles (unmasked below P), as the forward does.
+// 4. Only with a prefix and a defined dprefix_k or dprefix_v: attention_dkdv_kernel with
+//    PREFIX = true: one block = 64 prefix keys × one kv head; grid (ceil(P/64), Hkv). Keys
+//    come from prefix_k/v and are visible to every query, so the block loops over the
+//    group's heads and, per head, over all query tiles [0, T) of every document in order;
+//    the sums go into dprefix_k, dprefix_v (each skipped when undefined).
 // Shared memory (fp32, DS = D | 1): BR = 64 for D <= 128, 32 for D up to 256.
 //   dkdv: K, V [64][DS], Q, dO [BR][DS], P, dS [64][BR+1]:
 //         D = 64: 98 KiB, D = 128: 162 KiB, D = 256: 209 KiB (fits sm_90's 227 KiB).
@@ -43,6 +49,8 @@ namespace cuda {
 // Defined in attention.cu.
 void check_attention_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
                             const Tensor& cu_seqlens, int window);
+int64_t check_attention_prefix(const char* op, const Tensor& q, const Tensor& k,
+                               const Tensor& prefix_k, const Tensor& prefix_v);
 void prepare_attention_launch(const void* kernel, size_t bytes, const char* name);
 }  // namespace cuda
 
@@ -136,15 +144,17 @@ __global__ void attention_dot_kernel(float* __restrict__ dvec, const T* __restri
   }
 }
 
-// dk, dv += for one 64-key tile of one kv head (see the file comment).
-template <typename T, int DMAX, bool EXACT>
+// dk, dv += for one 64-key tile of one kv head (see the file comment). PREFIX: the keys
+// are the n_pre prefix keys in k/v (prefix_k/v), dk/dv are dprefix_k/v (either may be
+// null: skipped), and every query row [0, T) sees every key.
+template <typename T, int DMAX, bool EXACT, bool PREFIX>
 __global__ void __launch_bounds__(kAttnThreads)
     attention_dkdv_kernel(T* __restrict__ dk, T* __restrict__ dv, const T* __restrict__ dout,
                           const T* __restrict__ q, const T* __restrict__ k,
                           const T* __restrict__ v, const float* __restrict__ lse,
                           const float* __restrict__ dvec, const int32_t* __restrict__ cu,
-                          int n_docs, int n_tok, int n_heads, int group, int n_kv, int d_rt,
-                          int window, float scale) {
+                          int n_docs, int n_tok, int n_pre, int n_heads, int group, int n_kv,
+                          int d_rt, int window, float scale) {
   constexpr int BC = kKeyTile, BR = query_tile<DMAX>(), KI = BC / 16, QJ = BR / 16;
   constexpr int CC = DMAX / 16, PS = BR + 1;
   const int D = EXACT ? DMAX : d_rt;
@@ -164,9 +174,14 @@ __global__ void __launch_bounds__(kAttnThreads)
   const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
   const int kh = blockIdx.y;
   const int k0 = int(blockIdx.x) * BC;  // the first key tiles see the most queries: first
-  const int k_end = min(k0 + BC, n_tok);
-  int q_stop = doc_end(cu, n_docs, k_end - 1, n_tok);
-  if (window > 0 && int64_t(k_end - 1) + window < q_stop) q_stop = k_end - 1 + window;
+  const int n_keys = PREFIX ? n_pre : n_tok;
+  const int k_end = min(k0 + BC, n_keys);
+  const int q_begin = PREFIX ? 0 : k0;
+  int q_stop = n_tok;
+  if (!PREFIX) {
+    q_stop = doc_end(cu, n_docs, k_end - 1, n_tok);
+    if (window > 0 && int64_t(k_end - 1) + window < q_stop) q_stop = k_end - 1 + window;
+  }
 
   stage_rows(ks, k, k0, k_end, BC, kh, n_kv, D, DS);
   stage_rows(vs, v, k0, k_end, BC, kh, n_kv, D, DS);
@@ -178,14 +193,14 @@ __global__ void __launch_bounds__(kAttnThreads)
     for (int c = 0; c < CC; ++c) dk_acc[i][c] = dv_acc[i][c] = 0.0f;
 
   for (int h = kh * group; h < (kh + 1) * group; ++h) {
-    for (int q0 = k0; q0 < q_stop; q0 += BR) {
+    for (int q0 = q_begin; q0 < q_stop; q0 += BR) {
       __syncthreads();  // the previous tile is done with qs, dos, ps, dss and the row data
       stage_rows(qs, q, q0, q_stop, BR, h, n_heads, D, DS);
       stage_rows(dos, dout, q0, q_stop, BR, h, n_heads, D, DS);
       if (tid < BR) {
         const int t = q0 + tid;
         const bool ok = t < q_stop;
-        row_lo[tid] = ok ? first_key(cu, n_docs, t, window) : INT_MAX;
+        row_lo[tid] = !ok ? INT_MAX : PREFIX ? 0 : first_key(cu, n_docs, t, window);
         row_lse[tid] = ok ? lse[int64_t(h) * n_tok + t] * kLog2e : 0.0f;
         row_d[tid] = ok ? dvec[int64_t(h) * n_tok + t] : 0.0f;
       }
@@ -225,7 +240,7 @@ __global__ void __launch_bounds__(kAttnThreads)
 #pragma unroll
         for (int i = 0; i < KI; ++i) {
           const int key = k0 + ty + 16 * i;
-          const bool seen = key >= lo && key <= t;
+          const bool seen = key >= lo && (PREFIX ? key < k_end : key <= t);
           const float p = seen ? exp2f(fmaf(st[i][j], scale_log2, -l2)) : 0.0f;
           ps[(ty + 16 * i) * PS + qr] = p;
           dss[(ty + 16 * i) * PS + qr] = seen ? p * (dpt[i][j] - dt) : 0.0f;
@@ -257,8 +272,8 @@ __global__ void __launch_bounds__(kAttnThreads)
       }
     }
   }
-  add_rows<T, KI, CC, EXACT>(dk, dk_acc, k0, n_tok, kh, n_kv, D, scale);
-  add_rows<T, KI, CC, EXACT>(dv, dv_acc, k0, n_tok, kh, n_kv, D, 1.0f);
+  if (!PREFIX || dk) add_rows<T, KI, CC, EXACT>(dk, dk_acc, k0, n_keys, kh, n_kv, D, scale);
+  if (!PREFIX || dv) add_rows<T, KI, CC, EXACT>(dv, dv_acc, k0, n_keys, kh, n_kv, D, 1.0f);
 }
 
 // dq += for one BR-row query tile of one query head (see the file comment).
@@ -266,9 +281,10 @@ template <typename T, int DMAX, bool EXACT>
 __global__ void __launch_bounds__(kAttnThreads)
     attention_dq_kernel(T* __restrict__ dq, const T* __restrict__ dout, const T* __restrict__ q,
                         const T* __restrict__ k, const T* __restrict__ v,
+                        const T* __restrict__ pk, const T* __restrict__ pv,
                         const float* __restrict__ lse, const float* __restrict__ dvec,
-                        const int32_t* __restrict__ cu, int n_docs, int n_tok, int n_heads,
-                        int group, int n_kv, int d_rt, int window, float scale) {
+                        const int32_t* __restrict__ cu, int n_docs, int n_tok, int n_pre,
+                        int n_heads, int group, int n_kv, int d_rt, int window, float scale) {
   constexpr int BR = query_tile<DMAX>(), BC = kKeyTile, RI = BR / 16, CJ = BC / 16;
   constexpr int CC = DMAX / 16, PS = BC + 1;
   const int D = EXACT ? DMAX : d_rt;
@@ -309,11 +325,17 @@ __global__ void __launch_bounds__(kAttnThreads)
     for (int c = 0; c < CC; ++c) acc[i][c] = 0.0f;
   }
   const int k_begin = row_lo[0];  // lo is nondecreasing in t; row 0 is always < T
+  // Key tiles: first the prefix's (keys [0, P) of pk/pv), then [k_begin, q_end) of k/v.
+  const int n_pre_tiles = (n_pre + BC - 1) / BC;
+  const int n_tiles = n_pre_tiles + (q_end - k_begin + BC - 1) / BC;
 
-  for (int k0 = k_begin; k0 < q_end; k0 += BC) {
+  for (int it = 0; it < n_tiles; ++it) {
+    const bool pre = it < n_pre_tiles;
+    const int k0 = pre ? it * BC : k_begin + (it - n_pre_tiles) * BC;
+    const int k_stop = pre ? n_pre : q_end;
     __syncthreads();  // the previous tile is done with ks, vs, dss
-    stage_rows(ks, k, k0, q_end, BC, kh, n_kv, D, DS);
-    stage_rows(vs, v, k0, q_end, BC, kh, n_kv, D, DS);
+    stage_rows(ks, pre ? pk : k, k0, k_stop, BC, kh, n_kv, D, DS);
+    stage_rows(vs, pre ? pv : v, k0, k_stop, BC, kh, n_kv, D, DS);
     __syncthreads();
 
     // S = Q Kᵀ and dP = dO Vᵀ for queries ty + 16i, keys tx + 16j.
@@ -348,7 +370,8 @@ __global__ void __launch_bounds__(kAttnThreads)
 #pragma unroll
       for (int j = 0; j < CJ; ++j) {
         const int key = k0 + tx + 16 * j;
-        const bool seen = key >= lo_r[i] && key <= t_r[i];
+        const bool seen = pre ? (key < n_pre && t_r[i] < n_tok)
+                              : (key >= lo_r[i] && key <= t_r[i]);
         const float p = seen ? exp2f(fmaf(s[i][j], scale_log2, -l2_r[i])) : 0.0f;
         dss[(ty + 16 * i) * PS + tx + 16 * j] = seen ? p * (dp[i][j] - d_r[i]) : 0.0f;
       }
@@ -409,7 +432,8 @@ class StreamScratch {
 
 void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q,
                                      Tensor k, Tensor v, Tensor out, Tensor lse,
-                                     Tensor cu_seqlens, int window) {
+                                     Tensor cu_seqlens, int window, Tensor prefix_k,
+                                     Tensor prefix_v, Tensor dprefix_k, Tensor dprefix_v) {
   const char* op = "attention_backward";
   expect_here(dq, op, "dq");
   expect_here(dk, op, "dk");
@@ -422,8 +446,19 @@ void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dou
   expect_here(lse, op, "lse");
   expect_here(cu_seqlens, op, "cu_seqlens");
   cuda::check_attention_inputs(op, q, k, v, cu_seqlens, window);
+  if (prefix_k.defined()) expect_here(prefix_k, op, "prefix_k");
+  if (prefix_v.defined()) expect_here(prefix_v, op, "prefix_v");
+  if (dprefix_k.defined()) expect_here(dprefix_k, op, "dprefix_k");
+  if (dprefix_v.defined()) expect_here(dprefix_v, op, "dprefix_v");
+  const int64_t P = cuda::check_attention_prefix(op, q, k, prefix_k, prefix_v);
+  if (!prefix_k.defined() && (dprefix_k.defined() || dprefix_v.defined()))
+    fail("CUDA backend: {}: dprefix_k / dprefix_v given without prefix_k / prefix_v", op);
   const int64_t T = q.size(0), Hq = q.size(1), D = q.size(2), Hkv = k.size(1);
   const DType dt = q.dtype();
+  if (dprefix_k.defined())
+    expect_tensor(dprefix_k, dt, prefix_k.shape(), "CUDA backend: attention_backward: dprefix_k");
+  if (dprefix_v.defined())
+    expect_tensor(dprefix_v, dt, prefix_v.shape(), "CUDA backend: attention_backward: dprefix_v");
   expect_tensor(dout, dt, Shape{T, Hq, D}, "CUDA backend: attention_backward: dout");
   expect_tensor(out, dt, Shape{T, Hq, D}, "CUDA backend: attention_backward: out");
   expect_tensor(lse, DType::F32, Shape{Hq, T}, "CUDA backend: attention_backward: lse");
@@ -453,15 +488,29 @@ void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dou
 
       const size_t dkdv_smem =
           size_t(2 * BC * DS + 2 * BR * DS + 2 * BC * (BR + 1)) * sizeof(float);
-      auto dkdv = attention_dkdv_kernel<T_, DMAX, EXACT>;
+      auto dkdv = attention_dkdv_kernel<T_, DMAX, EXACT, false>;
       cuda::prepare_attention_launch(reinterpret_cast<const void*>(dkdv), dkdv_smem,
                                      "attention_dkdv_kernel");
       const dim3 dkdv_grid(unsigned((T + BC - 1) / BC), unsigned(Hkv));
       dkdv<<<dkdv_grid, kAttnThreads, dkdv_smem, stream_>>>(
           dk.ptr<T_>(), dv.ptr<T_>(), dout.ptr<T_>(), q.ptr<T_>(), k.ptr<T_>(), v.ptr<T_>(),
-          lse.ptr<float>(), dvec.get<float>(), cu_seqlens.ptr<int32_t>(), n_docs, int(T),
+          lse.ptr<float>(), dvec.get<float>(), cu_seqlens.ptr<int32_t>(), n_docs, int(T), 0,
           int(Hq), group, int(Hkv), int(D), window, scale);
       cuda_check_last_launch("attention_dkdv_kernel");
+
+      if (P > 0 && (dprefix_k.defined() || dprefix_v.defined())) {
+        auto dpre = attention_dkdv_kernel<T_, DMAX, EXACT, true>;
+        cuda::prepare_attention_launch(reinterpret_cast<const void*>(dpre), dkdv_smem,
+                                       "attention_dkdv_kernel (prefix)");
+        const dim3 dpre_grid(unsigned((P + BC - 1) / BC), unsigned(Hkv));
+        dpre<<<dpre_grid, kAttnThreads, dkdv_smem, stream_>>>(
+            dprefix_k.defined() ? dprefix_k.ptr<T_>() : nullptr,
+            dprefix_v.defined() ? dprefix_v.ptr<T_>() : nullptr, dout.ptr<T_>(), q.ptr<T_>(),
+            prefix_k.ptr<T_>(), prefix_v.ptr<T_>(), lse.ptr<float>(), dvec.get<float>(),
+            cu_seqlens.ptr<int32_t>(), n_docs, int(T), int(P), int(Hq), group, int(Hkv),
+            int(D), window, scale);
+        cuda_check_last_launch("attention_dkdv_kernel (prefix)");
+      }
 
       const size_t dq_smem = size_t(2 * BR * DS + 2 * BC * DS + BR * (BC + 1)) * sizeof(float);
       auto dqk = attention_dq_kernel<T_, DMAX, EXACT>;
@@ -469,8 +518,9 @@ void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dou
                                      "attention_dq_kernel");
       const dim3 dq_grid(unsigned((T + BR - 1) / BR), unsigned(Hq));
       dqk<<<dq_grid, kAttnThreads, dq_smem, stream_>>>(
-          dq.ptr<T_>(), dout.ptr<T_>(), q.ptr<T_>(), k.ptr<T_>(), v.ptr<T_>(), lse.ptr<float>(),
-          dvec.get<float>(), cu_seqlens.ptr<int32_t>(), n_docs, int(T), int(Hq), group,
+          dq.ptr<T_>(), dout.ptr<T_>(), q.ptr<T_>(), k.ptr<T_>(), v.ptr<T_>(),
+          P ? prefix_k.ptr<T_>() : nullptr, P ? prefix_v.ptr<T_>() : nullptr, lse.ptr<float>(),
+          dvec.get<float>(), cu_seqlens.ptr<int32_t>(), n_docs, int(T), int(P), int(Hq), group,
           int(Hkv), int(D), window, scale);
       cuda_check_last_launch("attention_dq_kernel");
     });

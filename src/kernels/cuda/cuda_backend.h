@@ -82,13 +82,19 @@ class CudaBackend final : public Backend {
   void rope_forward(Tensor x, Tensor positions, Tensor cos, Tensor sin) override;
   void rope_backward(Tensor dx, Tensor positions, Tensor cos, Tensor sin) override;
   void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cu_seqlens,
-                         int window) override;
+                         int window, Tensor prefix_k, Tensor prefix_v) override;
   void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k,
-                          Tensor v, Tensor out, Tensor lse, Tensor cu_seqlens, int window) override;
+                          Tensor v, Tensor out, Tensor lse, Tensor cu_seqlens, int window,
+                          Tensor prefix_k, Tensor prefix_v, Tensor dprefix_k,
+                          Tensor dprefix_v) override;
   void swiglu_forward(Tensor out, Tensor gate, Tensor up) override;
   void swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) override;
   LossSum lm_head_cross_entropy(Tensor dx, Tensor dweight, Tensor x, Tensor weight, Tensor targets,
                                 float grad_scale, int64_t chunk) override;
+  void cross_entropy_partials(Tensor stats, Tensor logits, Tensor targets,
+                              int64_t vocab_start) override;
+  void cross_entropy_combine(Tensor loss, Tensor logits, Tensor stats_all, Tensor targets,
+                             int64_t vocab_start, float grad_scale, bool want_grad) override;
 
   // master/m/v f32; grad f32/bf16/f16; param (optional) f32/bf16/f16.
   void adamw_update(Tensor master, Tensor param, Tensor grad, Tensor m, Tensor v,
