@@ -33,24 +33,19 @@
 #include <cmath>
 #include <type_traits>
 
-#include "kernels/cuda/cuda_backend.h"
-#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/attention_common.cuh"
 
 namespace temper {
 
 using cuda::dispatch_float;
 using cuda::from_f32;
 using cuda::to_f32;
+using namespace cuda;
 
 // ---- shared with attention_backward.cu (declared there) --------------------------------
 namespace cuda {
 
-// Checks the inputs both directions share and throws a temper::Error naming the problem:
-// q[T,Hq,D] f32/bf16/f16 with 1 <= D <= 256, k and v [T,Hkv,D] of q's dtype, Hq a multiple
-// of Hkv, cu_seqlens i32[N+1] with N >= 1, window >= 0. Device placement is checked by the
-// caller (CudaBackend::expect_here). The contents of cu_seqlens are not read on the host
-// (that would need a sync): the kernels clamp every document bound to [0, T], so a
-// malformed cu_seqlens gives wrong values but never an access outside the tensors.
+// See attention_common.cuh.
 void check_attention_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
                             const Tensor& cu_seqlens, int window) {
   if (q.ndim() != 3) fail("CUDA backend: {}: q must be [T, Hq, D], got {}", op, q.str());
@@ -111,29 +106,8 @@ void prepare_attention_launch(const void* kernel, size_t bytes, const char* name
 
 namespace {
 
-constexpr int kAttnThreads = 256;  // 16 × 16
 constexpr int kTile = 64;          // query rows per block, keys per tile
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-
-// Start of the document holding token t: the largest cu[d] <= t over d in [0, N],
-// clamped to [0, t] (see check_attention_inputs). Empty documents are harmless.
-__device__ __forceinline__ int doc_start(const int32_t* __restrict__ cu, int n_docs, int t) {
-  int lo = 0, hi = n_docs;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (cu[mid] <= t) lo = mid;
-    else hi = mid - 1;
-  }
-  return min(max(cu[lo], 0), t);
-}
-
-// The first key query t sees.
-__device__ __forceinline__ int first_key(const int32_t* __restrict__ cu, int n_docs, int t,
-                                         int window) {
-  const int b = doc_start(cu, n_docs, t);
-  return window > 0 ? max(b, t - window + 1) : b;
-}
 
 // Max / sum over the 16 lanes sharing ty (lanes 0-15 or 16-31 of a warp); every lane gets
 // the same bits (xor butterflies add commuted pairs).
@@ -146,19 +120,6 @@ __device__ __forceinline__ float sum16(float x) {
 #pragma unroll
   for (int off = 8; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
   return x;
-}
-
-// dst[r][0, D) (row stride DS) = mul · src[row0 + r, head, :] for r < rows; rows at or past
-// row_end are zero.
-template <typename T>
-__device__ __forceinline__ void stage_rows(float* __restrict__ dst, const T* __restrict__ src,
-                                           int row0, int row_end, int rows, int head,
-                                           int n_heads, int D, int DS, float mul) {
-  for (int i = threadIdx.x; i < rows * D; i += kAttnThreads) {
-    const int r = i / D, d = i - r * D, t = row0 + r;
-    dst[r * DS + d] =
-        t < row_end ? to_f32(src[(int64_t(t) * n_heads + head) * D + d]) * mul : 0.0f;
-  }
 }
 
 // out[T,Hq,D], lse[Hq,T] for one 64-row query tile of one head (see the file comment).

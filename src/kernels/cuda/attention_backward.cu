@@ -36,72 +36,22 @@
 #include <cmath>
 #include <type_traits>
 
-#include "kernels/cuda/cuda_backend.h"
-#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/attention_common.cuh"
 
 namespace temper {
 
 using cuda::dispatch_float;
 using cuda::from_f32;
 using cuda::to_f32;
-
-namespace cuda {
-// Defined in attention.cu.
-void check_attention_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
-                            const Tensor& cu_seqlens, int window);
-int64_t check_attention_prefix(const char* op, const Tensor& q, const Tensor& k,
-                               const Tensor& prefix_k, const Tensor& prefix_v);
-void prepare_attention_launch(const void* kernel, size_t bytes, const char* name);
-}  // namespace cuda
+using namespace cuda;
 
 namespace {
 
-constexpr int kAttnThreads = 256;  // 16 × 16
 constexpr int kKeyTile = 64;       // keys per dkdv block / per dq key tile
-constexpr float kLog2e = 1.4426950408889634f;
 
 // Query rows per tile: 64, or 32 for D > 128 so the tiles fit in shared memory.
 template <int DMAX>
 constexpr int query_tile() { return DMAX > 128 ? 32 : 64; }
-
-// The document helpers of attention.cu (device code cannot be shared across files here:
-// no separable compilation). Bounds are clamped to [0, T] whatever cu_seqlens holds.
-__device__ __forceinline__ int doc_start(const int32_t* __restrict__ cu, int n_docs, int t) {
-  int lo = 0, hi = n_docs;  // the largest d in [0, N] with cu[d] <= t
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (cu[mid] <= t) lo = mid;
-    else hi = mid - 1;
-  }
-  return min(max(cu[lo], 0), t);
-}
-__device__ __forceinline__ int first_key(const int32_t* __restrict__ cu, int n_docs, int t,
-                                         int window) {
-  const int b = doc_start(cu, n_docs, t);
-  return window > 0 ? max(b, t - window + 1) : b;
-}
-// End (exclusive) of the document holding token s: the smallest cu[d] > s, in [s + 1, T].
-__device__ __forceinline__ int doc_end(const int32_t* __restrict__ cu, int n_docs, int s,
-                                       int n_tok) {
-  int lo = 0, hi = n_docs + 1;  // the smallest d in [0, N] with cu[d] > s; N + 1 if none
-  while (lo < hi) {
-    const int mid = (lo + hi) >> 1;
-    if (cu[mid] > s) hi = mid;
-    else lo = mid + 1;
-  }
-  const int e = lo <= n_docs ? cu[lo] : n_tok;
-  return min(max(e, s + 1), n_tok);
-}
-
-template <typename T>
-__device__ __forceinline__ void stage_rows(float* __restrict__ dst, const T* __restrict__ src,
-                                           int row0, int row_end, int rows, int head,
-                                           int n_heads, int D, int DS) {
-  for (int i = threadIdx.x; i < rows * D; i += kAttnThreads) {
-    const int r = i / D, d = i - r * D, t = row0 + r;
-    dst[r * DS + d] = t < row_end ? to_f32(src[(int64_t(t) * n_heads + head) * D + d]) : 0.0f;
-  }
-}
 
 // dst[r, head, col] += scale · acc for one thread's rows (dq, dk, dv: one owner, no race).
 template <typename T, int R, int CC, bool EXACT>
