@@ -31,18 +31,18 @@ size_t ParameterSet::declare(std::string name, Shape full_shape, ParamInit init,
   return params_.size() - 1;
 }
 
-void ParameterSet::allocate(DType dtype, int64_t pad_multiple) {
+void ParameterSet::allocate(DType dtype, int64_t pad_multiple, bool gradients) {
   TEMPER_CHECK(pad_multiple >= 1, "pad_multiple {}", pad_multiple);
   const int64_t padded = (numel_ + pad_multiple - 1) / pad_multiple * pad_multiple;
   arena_ = std::make_unique<Arena>(backend_.memory(), "parameters");
   values_ = arena_->allocate(dtype, Shape{padded});
-  grads_ = arena_->allocate(dtype, Shape{padded});
+  if (gradients) grads_ = arena_->allocate(dtype, Shape{padded});
   for (auto& p : params_) {
     p.value = values_.flat(p.offset, p.shape.numel()).view(p.shape);
-    p.grad = grads_.flat(p.offset, p.shape.numel()).view(p.shape);
+    if (gradients) p.grad = grads_.flat(p.offset, p.shape.numel()).view(p.shape);
   }
   backend_.zero(values_);
-  backend_.zero(grads_);
+  if (gradients) backend_.zero(grads_);
 }
 
 void ParameterSet::init(uint64_t seed, float std) {
@@ -68,7 +68,18 @@ void ParameterSet::init(uint64_t seed, float std) {
   }
 }
 
-void ParameterSet::zero_grads() { backend_.zero(grads_); }
+void ParameterSet::zero_grads() {
+  if (grads_.defined()) backend_.zero(grads_);
+}
+
+void ParameterSet::bind_grads(size_t first, size_t last, Tensor buffer) {
+  TEMPER_CHECK(first < last && last <= params_.size(), "bind_grads [{}, {})", first, last);
+  const int64_t base = params_[first].offset;
+  for (size_t i = first; i < last; ++i) {
+    Parameter& p = params_[i];
+    p.grad = buffer.flat(p.offset - base, p.shape.numel()).view(p.shape);
+  }
+}
 
 Parameter* ParameterSet::find(const std::string& name) {
   for (auto& p : params_)

@@ -38,7 +38,12 @@ class ParameterSet {
                  int split_dim = -1, int shards = 1, int shard = 0);
   // One flat value buffer of `dtype`, one flat gradient buffer of the same dtype, each
   // padded with zeros to a multiple of `pad_multiple` elements (equal ZeRO shards).
-  void allocate(DType dtype, int64_t pad_multiple = 1);
+  // Without `gradients` no gradient buffer exists: ZeRO-2 binds gradient storage group
+  // by group while backward runs (bind_grads).
+  void allocate(DType dtype, int64_t pad_multiple = 1, bool gradients = true);
+  // Points the gradients of parameters [first, last) into `buffer` (their elements in
+  // declaration order from buffer[0]).
+  void bind_grads(size_t first, size_t last, Tensor buffer);
   // HF-style init: N(0, std) for matrices and embeddings, ones for norms, zeros for biases;
   // each tensor draws from its own Philox stream keyed by (seed, init, name), element i
   // of the full tensor from stream element i, so a shard holds exactly its part.
@@ -58,7 +63,7 @@ class ParameterSet {
   Tensor flat_grads() const { return grads_; }
   int64_t numel() const { return numel_; }  // parameters, without padding
   int64_t padded_numel() const { return values_.numel(); }
-  size_t bytes() const { return values_.nbytes() + grads_.nbytes(); }
+  size_t bytes() const { return values_.nbytes() + (grads_.defined() ? grads_.nbytes() : 0); }
   int64_t trainable_numel() const;
 
  private:

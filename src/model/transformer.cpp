@@ -44,7 +44,7 @@ struct Transformer::Inputs {
 };
 
 Transformer::Transformer(const ModelConfig& config, Backend& backend, DType dtype,
-                         int64_t pad_multiple, TensorParallel tp)
+                         int64_t pad_multiple, TensorParallel tp, bool gradient_buffer)
     : config_(config), backend_(backend), tp_(tp), dtype_(dtype), params_(backend) {
   config_.finalize();
   const int n = tp_.size();
@@ -57,7 +57,7 @@ Transformer::Transformer(const ModelConfig& config, Backend& backend, DType dtyp
   ffn_ = divides(config_.intermediate_size, "intermediate_size");
   vocab_ = divides(config_.vocab_size, "vocab_size");
   declare_parameters();
-  params_.allocate(dtype_, pad_multiple);
+  params_.allocate(dtype_, pad_multiple, gradient_buffer);
   const_arena_ = std::make_unique<Arena>(backend_.memory(), "rope tables");
   act_arena_ = std::make_unique<Arena>(backend_.memory(), "activations");
   std::vector<float> cos, sin;
@@ -283,6 +283,11 @@ LossSum Transformer::forward_backward(const MicroBatch& batch, float grad_scale)
   Tensor dres = act_arena_->allocate(dtype_, Shape{T, C});
   backend_.zero(dlnf);
   backend_.zero(dres);
+  // Gradient storage (ZeRO-2): a tied embedding is written first (as the head) and done
+  // last, so it is bound first; then the final norm and an untied head.
+  const bool tied = lm_head_ == embed_;
+  if (grad_bind_ && tied) grad_bind_(embed_, embed_ + 1);
+  if (grad_bind_) grad_bind_(final_norm_, params_.size());
   LossSum loss = lm_head_loss(in, dlnf, grad_or_none(lm_head_), grad_scale);
   backend_.rmsnorm_backward(dres, grad_or_none(final_norm_), dlnf, in.residuals[L],
                             params_[final_norm_].value, in.rstdf);
@@ -294,12 +299,21 @@ LossSum Transformer::forward_backward(const MicroBatch& batch, float grad_scale)
     // Recompute: re-run the block forward from its saved input; dlnf is free scratch
     // for its output (the result equals residuals[l + 1], already consumed).
     if (recompute_) block_forward(int(l), in.residuals[l], dlnf, a, in);
+    if (grad_bind_) grad_bind_(layers_[l].first, layers_[l].end);
     block_backward(int(l), in.residuals[l], dres, a, in);
     if (grad_ready_) grad_ready_(layers_[l].first, layers_[l].end);
   }
+  if (grad_bind_ && !tied) grad_bind_(embed_, embed_ + 1);
   if (params_[embed_].trainable) backend_.embedding_backward(params_[embed_].grad, dres, in.ids);
   if (grad_ready_) grad_ready_(embed_, embed_ + 1);
   return loss;
+}
+
+std::vector<std::pair<size_t, size_t>> Transformer::gradient_groups() const {
+  std::vector<std::pair<size_t, size_t>> g = {{final_norm_, params_.size()}};
+  for (size_t l = layers_.size(); l-- > 0;) g.emplace_back(layers_[l].first, layers_[l].end);
+  g.emplace_back(embed_, embed_ + 1);
+  return g;
 }
 
 LossSum Transformer::lm_head_loss(const Inputs& in, Tensor dx, Tensor dweight, float grad_scale) {

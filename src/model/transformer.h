@@ -20,8 +20,10 @@ class Transformer {
   // pad_multiple: the flat parameter and gradient buffers are padded to a multiple of it
   // (ZeRO needs equal shards). tp: this rank's place in a tensor-parallel group; the
   // parameters are then this rank's shards (heads, MLP columns, vocabulary rows).
+  // gradient_buffer = false: no flat gradient buffer; the grad-bind hook provides
+  // gradient storage group by group during backward (ZeRO-2).
   Transformer(const ModelConfig& config, Backend& backend, DType dtype, int64_t pad_multiple = 1,
-              TensorParallel tp = {});
+              TensorParallel tp = {}, bool gradient_buffer = true);
   ~Transformer();
 
   const ModelConfig& config() const { return config_; }
@@ -51,6 +53,12 @@ class Transformer {
   // uses it to start reducing them while backward goes on.
   using GradReadyHook = std::function<void(size_t first, size_t last)>;
   void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
+  // Called before backward first writes the gradients of parameters [first, last), for
+  // the same groups as the ready hook; bind and ready calls nest (last bound, first ready).
+  void set_grad_bind_hook(GradReadyHook hook) { grad_bind_ = std::move(hook); }
+  // The parameter groups the hooks report, in the order their gradients become final:
+  // final norm (+ untied head), blocks L-1 … 0, embedding.
+  std::vector<std::pair<size_t, size_t>> gradient_groups() const;
 
   // Peak bytes of activations and scratch seen so far.
   size_t activation_peak_bytes() const;
@@ -84,7 +92,7 @@ class Transformer {
   std::vector<LayerParams> layers_;
   size_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;
   bool recompute_ = false;
-  GradReadyHook grad_ready_;
+  GradReadyHook grad_ready_, grad_bind_;
   int64_t loss_chunk_ = 256;
 
   std::unique_ptr<Arena> const_arena_;  // rope tables

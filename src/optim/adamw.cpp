@@ -10,39 +10,50 @@ AdamW::AdamW(ParameterSet& params, Backend& backend, const AdamWConfig& config, 
   arena_ = std::make_unique<Arena>(backend_.memory(), "optimizer state");
   const int64_t lo = range.begin, hi = range.end < 0 ? params_.numel() : range.end;
   for (size_t i = 0; i < params_.size(); ++i) {
-    Parameter& p = params_[i];
+    const Parameter& p = params_[i];
     if (!p.trainable) continue;
     // The part of this parameter inside [lo, hi), in its own element numbering.
     const int64_t b = std::max<int64_t>(lo - p.offset, 0);
     const int64_t e = std::min<int64_t>(hi - p.offset, p.shape.numel());
-    if (b >= e) continue;
-    const Shape flat{e - b};
-    Slot s;
-    s.param = i;
-    s.begin = b;
-    s.end = e;
-    const Tensor value = p.value.view(Shape{p.shape.numel()}).flat(b, e - b);
-    if (p.value.dtype() == DType::F32) {
-      s.master = value;
-    } else {
-      s.master = arena_->allocate(DType::F32, flat);
-      backend_.copy(s.master, value);
-    }
-    s.m = arena_->allocate(DType::F32, flat);
-    s.v = arena_->allocate(DType::F32, flat);
-    backend_.zero(s.m);
-    backend_.zero(s.v);
-    const bool decay = !p.is_norm_or_bias || config_.decay_norms_and_biases;
-    s.weight_decay = decay ? config_.weight_decay : 0.0f;
-    slots_.push_back(s);
+    if (b < e) add_slot({i, b, e, Tensor{}});
   }
+}
+
+AdamW::AdamW(ParameterSet& params, Backend& backend, const AdamWConfig& config,
+             const std::vector<AdamWSegment>& segments)
+    : params_(params), backend_(backend), config_(config) {
+  arena_ = std::make_unique<Arena>(backend_.memory(), "optimizer state");
+  for (const AdamWSegment& s : segments)
+    if (params_[s.param].trainable && s.begin < s.end) add_slot(s);
+}
+
+void AdamW::add_slot(const AdamWSegment& piece) {
+  const Parameter& p = params_[piece.param];
+  const Shape flat{piece.end - piece.begin};
+  Slot s;
+  s.piece = piece;
+  const Tensor value = p.value.view(Shape{p.shape.numel()}).flat(piece.begin, piece.end - piece.begin);
+  if (p.value.dtype() == DType::F32) {
+    s.master = value;
+  } else {
+    s.master = arena_->allocate(DType::F32, flat);
+    backend_.copy(s.master, value);
+  }
+  s.m = arena_->allocate(DType::F32, flat);
+  s.v = arena_->allocate(DType::F32, flat);
+  backend_.zero(s.m);
+  backend_.zero(s.v);
+  const bool decay = !p.is_norm_or_bias || config_.decay_norms_and_biases;
+  s.weight_decay = decay ? config_.weight_decay : 0.0f;
+  slots_.push_back(s);
 }
 
 void AdamW::step(float lr, float grad_scale) {
   ++step_;
   for (const Slot& s : slots_) {
-    Parameter& p = params_[s.param];
+    Parameter& p = params_[s.piece.param];
     const Shape all{p.shape.numel()};
+    const int64_t b = s.piece.begin, n = s.piece.end - s.piece.begin;
     AdamWStep hp;
     hp.lr = lr;
     hp.beta1 = config_.beta1;
@@ -51,10 +62,9 @@ void AdamW::step(float lr, float grad_scale) {
     hp.weight_decay = s.weight_decay;
     hp.step = step_;
     hp.grad_scale = grad_scale;
-    Tensor param =
-        p.value.dtype() == DType::F32 ? Tensor{} : p.value.view(all).flat(s.begin, s.end - s.begin);
-    backend_.adamw_update(s.master, param, p.grad.view(all).flat(s.begin, s.end - s.begin), s.m,
-                          s.v, hp);
+    Tensor param = p.value.dtype() == DType::F32 ? Tensor{} : p.value.view(all).flat(b, n);
+    Tensor grad = s.piece.grad.defined() ? s.piece.grad : p.grad.view(all).flat(b, n);
+    backend_.adamw_update(s.master, param, grad, s.m, s.v, hp);
   }
 }
 

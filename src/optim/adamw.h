@@ -22,9 +22,20 @@ struct ElementRange {
   int64_t begin = 0, end = -1;  // end -1: to the last parameter
 };
 
+// One piece of one parameter the optimizer updates: its elements [begin, end) and, when
+// defined, where their gradient lives (ZeRO-2's shard buffer) instead of the parameter's
+// own gradient view.
+struct AdamWSegment {
+  size_t param = 0;
+  int64_t begin = 0, end = 0;
+  Tensor grad;
+};
+
 class AdamW {
  public:
   AdamW(ParameterSet& params, Backend& backend, const AdamWConfig& config, ElementRange range = {});
+  AdamW(ParameterSet& params, Backend& backend, const AdamWConfig& config,
+        const std::vector<AdamWSegment>& segments);
   // One update of every trainable parameter with gradients times grad_scale.
   void step(float lr, float grad_scale);
   int64_t steps_taken() const { return step_; }
@@ -32,11 +43,11 @@ class AdamW {
 
  private:
   struct Slot {
-    size_t param;
-    int64_t begin, end;   // the elements of this parameter in the range
+    AdamWSegment piece;   // the elements of this parameter it updates
     Tensor master, m, v;  // [end - begin] f32; master aliases the parameter when it is f32
     float weight_decay;
   };
+  void add_slot(const AdamWSegment& piece);
   ParameterSet& params_;
   Backend& backend_;
   AdamWConfig config_;

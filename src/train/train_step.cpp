@@ -40,9 +40,14 @@ StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<Mi
   const double scale = o.loss_scale ? o.loss_scale->scale() : 1.0;
   const float grad_scale = float(scale / double(r.target_tokens));
   model.params().zero_grads();
+  if (o.zero2) o.zero2->zero();
   auto comm_bytes = [&] { return o.dp ? o.dp->bytes().total() : 0; };
   std::vector<double> loss_sum = {0.0};
-  uint64_t before = 0;
+  uint64_t before = comm_bytes();
+  if (o.zero2) {  // every micro-batch's gradients go to the shards as they are produced
+    model.set_grad_bind_hook([&](size_t a, size_t b) { o.zero2->bind(a, b); });
+    model.set_grad_ready_hook([&](size_t a, size_t b) { o.zero2->ready(a, b); });
+  }
   for (size_t i = 0; i < micro.size(); ++i) {
     // Gradients are final only in the last micro-batch: reduce them as they appear.
     const bool last = i + 1 == micro.size();
@@ -52,17 +57,18 @@ StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<Mi
     }
     loss_sum[0] += model.forward_backward(micro[i], grad_scale).loss;
   }
-  if (o.grad_sync) {
-    model.set_grad_ready_hook(nullptr);
-    o.grad_sync->finish();
-    r.grad_comm_bytes += comm_bytes() - before;
-  }
+  model.set_grad_ready_hook(nullptr);
+  model.set_grad_bind_hook(nullptr);
+  if (o.grad_sync) o.grad_sync->finish();
+  if (o.grad_sync || o.zero2) r.grad_comm_bytes += comm_bytes() - before;
   SumSquares squares;
   if (o.zero) {
     before = comm_bytes();
     o.zero->reduce_scatter_gradients();
     r.grad_comm_bytes += comm_bytes() - before;
     squares = o.zero->gradient_sum_squares(model.backend());
+  } else if (o.zero2) {
+    squares = o.zero2->gradient_sum_squares();
   } else {
     squares = gradient_sum_squares(model.params(), model.backend());
   }
@@ -78,9 +84,10 @@ StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<Mi
   }
   r.clip = clip_factor(r.grad_norm, max_grad_norm);
   optimizer.step(lr, float(r.clip / scale));
-  if (o.zero) {
+  if (o.zero || o.zero2) {
     before = comm_bytes();
-    o.zero->all_gather_parameters();
+    if (o.zero) o.zero->all_gather_parameters();
+    if (o.zero2) o.zero2->all_gather_parameters();
     r.grad_comm_bytes += comm_bytes() - before;
   }
   if (o.loss_scale) o.loss_scale->good_step();

@@ -35,6 +35,10 @@ struct StepOptions {
   // ZeRO-1 instead of grad_sync: reduce-scatter the gradients, update this rank's shard
   // (the optimizer was built over zero->shard()), all-gather the parameters.
   ZeroShards* zero = nullptr;
+  // ZeRO-2: gradients reduce-scattered group by group as backward finishes them, into
+  // per-rank shards (the model has no full gradient buffer; the optimizer was built over
+  // zero2->segments()); parameters all-gathered after the update.
+  ZeroGradientShards* zero2 = nullptr;
   // Tensor parallelism: gradient norms sum the shards over the tp group.
   const TensorParallel* tp = nullptr;
 };

@@ -126,9 +126,10 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
     log::warn("train.eval_every={} but the validation split is empty; no evaluation",
               c.train.eval_every);
 
-  const bool zero = c.parallel.zero >= 1 && place.dp_size() > 1;
+  const bool zero1 = c.parallel.zero == 1 && place.dp_size() > 1;
+  const bool zero2 = c.parallel.zero == 2 && place.dp_size() > 1;
   const TensorParallel tp = place.grid ? TensorParallel(place.grid->tp()) : TensorParallel();
-  Transformer model(mc, *backend, dtype, zero ? place.dp_size() : 1, tp);
+  Transformer model(mc, *backend, dtype, zero1 ? place.dp_size() : 1, tp, !zero2);
   model.init_weights(uint64_t(c.seed));
   model.set_recompute(c.train.recompute);
   model.set_loss_chunk(c.train.loss_chunk);
@@ -139,8 +140,14 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
   oc.weight_decay = float(c.optim.weight_decay);
   oc.decay_norms_and_biases = c.optim.decay_norms_and_biases;
   std::unique_ptr<ZeroShards> shards;
-  if (zero) shards = std::make_unique<ZeroShards>(model.params(), place.grid->dp());
-  AdamW optimizer(model.params(), *backend, oc, shards ? shards->shard() : ElementRange{});
+  std::unique_ptr<ZeroGradientShards> grad_shards;
+  if (zero1) shards = std::make_unique<ZeroShards>(model.params(), place.grid->dp());
+  if (zero2)
+    grad_shards = std::make_unique<ZeroGradientShards>(model.params(), place.grid->dp(), *backend,
+                                                       model.gradient_groups());
+  AdamW optimizer = grad_shards ? AdamW(model.params(), *backend, oc, grad_shards->segments())
+                                : AdamW(model.params(), *backend, oc,
+                                        shards ? shards->shard() : ElementRange{});
   StepOptions step_options;
   step_options.tp = &tp;
   // f16 needs loss scaling to keep small gradients; bf16 and f32 do not.
@@ -153,6 +160,8 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
     step_options.dp = &place.grid->dp();
     if (shards) {
       step_options.zero = shards.get();
+    } else if (grad_shards) {
+      step_options.zero2 = grad_shards.get();
     } else {
       buckets = std::make_unique<GradientBuckets>(model.params(), place.grid->dp(), c.parallel.bucket_mb);
       step_options.grad_sync = buckets.get();
@@ -169,8 +178,8 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
     if (place.grid) log::info("grid: {}, {} gradient buckets", place.grid->str(), buckets ? buckets->bucket_count() : 0);
     log::info("global batch: {} dp × {} accum × {} rows × {} tokens; metrics -> {}/metrics.jsonl",
               dp, c.train.grad_accum, c.train.micro_batch_size, c.train.seq_len, c.out_dir);
-    log::info("memory per rank (ZeRO-{}): {}", zero ? 1 : 0,
-              memory_report(model.params(), optimizer).str());
+    log::info("memory per rank (ZeRO-{}): {}", zero2 ? 2 : zero1 ? 1 : 0,
+              memory_report(model.params(), optimizer, grad_shards.get()).str());
   }
 
   std::unique_ptr<MetricsWriter> metrics;
@@ -239,8 +248,6 @@ RunSummary run_training(const RunConfig& c) {
     fail("parallel.tp={} needs at least that many ranks, but {} {} running (launch with "
          "launch/temper-mpirun -n N)", c.parallel.tp, place.process.world_size,
          place.process.world_size == 1 ? "process is" : "processes are");
-  if (c.parallel.zero > 1)
-    fail("parallel.zero={}: ZeRO stage 2 is not available yet (use parallel.zero=0 or 1)", c.parallel.zero);
   if (place.process.world_size == 1) return train_on(c, place);
 
   place.mpi = std::make_unique<MpiRuntime>();

@@ -8,6 +8,7 @@
 #include "model/transformer.h"
 #include "optim/adamw.h"
 #include "parallel/zero.h"
+#include "parallel/tensor_parallel.h"
 
 namespace temper {
 namespace {
@@ -31,6 +32,46 @@ TEST(ZeroMemory, BytesPerParameterFollowTheFormula) {
       // Padding to dp elements and 256-byte arena alignment per tensor stay below 0.1%.
       EXPECT_NEAR(r.bytes_per_parameter(), expected, 1e-3 * expected) << "dp " << dp << " rank " << rank;
     }
+  }
+}
+
+// ZeRO-2: the model has no full gradient buffer; this rank keeps only its gradient
+// shards (2/dp bytes per parameter in bf16) next to the sharded AdamW state, so the
+// per-rank total is 2 + 14/dp. (During backward one or two groups' transient buffers
+// exist as well; the report lists them apart, as they do not grow with the model.) A
+// stand-in dp communicator gives the shard arithmetic of the last rank of each dp.
+TEST(ZeroMemory, Stage2HoldsOnlyGradientShards) {
+  ModelConfig c;
+  c.vocab_size = 1000;
+  c.hidden_size = 256;
+  c.intermediate_size = 688;
+  c.num_hidden_layers = 8;
+  c.num_attention_heads = 4;
+  c.max_position_embeddings = 64;
+  auto cpu = make_backend("cpu");
+  struct FakeDp final : Communicator {  // the shard arithmetic of rank `r` of `n`
+    int r, n;
+    std::string nm = "dp";
+    FakeDp(int rank, int size) : r(rank), n(size) {}
+    int rank() const override { return r; }
+    int size() const override { return n; }
+    const std::string& name() const override { return nm; }
+    std::unique_ptr<Work> all_reduce_async(Tensor, ReduceOp) override { return nullptr; }
+    std::unique_ptr<Work> reduce_scatter_async(Tensor, Tensor) override { return nullptr; }
+    std::unique_ptr<Work> all_gather_async(Tensor, Tensor) override { return nullptr; }
+    std::unique_ptr<Work> broadcast_async(Tensor, int) override { return nullptr; }
+    void barrier() override {}
+  };
+  for (int dp : {1, 2, 4, 8}) {
+    Transformer model(c, *cpu, DType::BF16, 1, TensorParallel(), /*gradient_buffer=*/false);
+    EXPECT_FALSE(model.params().flat_grads().defined());
+    FakeDp comm(dp - 1, dp);
+    ZeroGradientShards shards(model.params(), comm, *cpu, model.gradient_groups());
+    AdamW opt(model.params(), *cpu, AdamWConfig{}, shards.segments());
+    const MemoryReport r = memory_report(model.params(), opt, &shards);
+    const double expected = 2.0 + 14.0 / dp;
+    // Per-group padding (< dp elements each) and arena alignment stay below 0.1%.
+    EXPECT_NEAR(r.bytes_per_parameter(), expected, 1e-3 * expected) << "dp " << dp;
   }
 }
 
