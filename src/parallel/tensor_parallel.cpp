@@ -29,7 +29,7 @@ double TensorParallel::combine_sum_squares(double sharded, double replicated) co
   if (!active()) return local;
   // f64 travels as an f32 pair (value, remainder) through the f32 all-reduce.
   float parts[2] = {float(local), float(local - double(float(local)))};
-  comm_->all_reduce(Tensor(parts, DType::F32, Shape{2}), ReduceOp::Sum);
+  host_->all_reduce(Tensor(parts, DType::F32, Shape{2}), ReduceOp::Sum);
   return double(parts[0]) + double(parts[1]);
 }
 

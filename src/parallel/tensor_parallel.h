@@ -22,7 +22,10 @@ namespace temper {
 class TensorParallel {
  public:
   TensorParallel() = default;  // one rank
-  explicit TensorParallel(Communicator& group) : comm_(&group) {}
+  // `group` moves the backend's tensors (MpiComm on the CPU, NcclComm on CUDA); `host`
+  // (default: the same) moves small host values such as gradient-norm partial sums.
+  explicit TensorParallel(Communicator& group, Communicator* host = nullptr)
+      : comm_(&group), host_(host ? host : &group) {}
 
   int size() const { return comm_ ? comm_->size() : 1; }
   int rank() const { return comm_ ? comm_->rank() : 0; }
@@ -48,6 +51,7 @@ class TensorParallel {
     if (active()) comm_->all_reduce(x, ReduceOp::Sum);
   }
   Communicator* comm_ = nullptr;
+  Communicator* host_ = nullptr;
 };
 
 // Σ g² of the trainable gradients of this rank, split into tensor-parallel shards and

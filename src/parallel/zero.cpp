@@ -7,7 +7,8 @@
 
 namespace temper {
 
-ZeroShards::ZeroShards(ParameterSet& params, Communicator& dp) : params_(params), dp_(dp) {
+ZeroShards::ZeroShards(ParameterSet& params, Communicator& dp, Communicator* host)
+    : params_(params), dp_(dp), host_(host ? *host : dp) {
   const int64_t n = params_.padded_numel();
   if (n % dp_.size())
     fail("ZeRO: the flat parameter buffer ({} elements) must be padded to a multiple of dp={}", n,
@@ -31,7 +32,7 @@ SumSquares ZeroShards::gradient_sum_squares(Backend& backend) {
     parts[2 * i] = float(v[i]);
     parts[2 * i + 1] = float(v[i] - double(parts[2 * i]));
   }
-  dp_.all_reduce(Tensor(parts, DType::F32, Shape{4}), ReduceOp::Sum);
+  host_.all_reduce(Tensor(parts, DType::F32, Shape{4}), ReduceOp::Sum);
   return {double(parts[0]) + double(parts[1]), double(parts[2]) + double(parts[3])};
 }
 
@@ -70,8 +71,9 @@ MemoryReport memory_report(const ParameterSet& params, const AdamW& optimizer,
 namespace temper {
 
 ZeroGradientShards::ZeroGradientShards(ParameterSet& params, Communicator& dp, Backend& backend,
-                                       const std::vector<std::pair<size_t, size_t>>& groups)
-    : params_(params), dp_(dp), backend_(backend), state_(backend.memory(), "zero2 shards"),
+                                       const std::vector<std::pair<size_t, size_t>>& groups,
+                                       Communicator* host)
+    : params_(params), dp_(dp), host_(host ? *host : dp), backend_(backend), state_(backend.memory(), "zero2 shards"),
       pool_(backend.memory(), "zero2 transient gradients") {
   const int n = dp_.size(), r = dp_.rank();
   int64_t total = 0;
@@ -154,7 +156,7 @@ SumSquares ZeroGradientShards::gradient_sum_squares() {
     parts[2 * i] = float(v[i]);
     parts[2 * i + 1] = float(v[i] - double(parts[2 * i]));
   }
-  dp_.all_reduce(Tensor(parts, DType::F32, Shape{4}), ReduceOp::Sum);
+  host_.all_reduce(Tensor(parts, DType::F32, Shape{4}), ReduceOp::Sum);
   return {double(parts[0]) + double(parts[1]), double(parts[2]) + double(parts[3])};
 }
 

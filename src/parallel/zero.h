@@ -18,7 +18,8 @@ namespace temper {
 
 class ZeroShards {
  public:
-  ZeroShards(ParameterSet& params, Communicator& dp);
+  // `dp` moves the backend's buffers; `host` (default: dp) small host values.
+  ZeroShards(ParameterSet& params, Communicator& dp, Communicator* host = nullptr);
   // This rank's elements of the flat buffers.
   ElementRange shard() const { return {begin_, end_}; }
   // Gradients: rank r's shard of the flat gradient buffer becomes the sum over ranks.
@@ -32,6 +33,7 @@ class ZeroShards {
  private:
   ParameterSet& params_;
   Communicator& dp_;
+  Communicator& host_;
   int64_t begin_ = 0, end_ = 0;
 };
 
@@ -62,7 +64,8 @@ namespace temper {
 class ZeroGradientShards {
  public:
   ZeroGradientShards(ParameterSet& params, Communicator& dp, Backend& backend,
-                     const std::vector<std::pair<size_t, size_t>>& groups);
+                     const std::vector<std::pair<size_t, size_t>>& groups,
+                     Communicator* host = nullptr);
   void bind(size_t first, size_t last);   // model's grad-bind hook
   void ready(size_t first, size_t last);  // model's grad-ready hook
   void zero();                            // start of a step
@@ -82,6 +85,7 @@ class ZeroGradientShards {
   const Group& group_of(size_t first) const;
   ParameterSet& params_;
   Communicator& dp_;
+  Communicator& host_;
   Backend& backend_;
   std::vector<Group> groups_;
   Arena state_, pool_;

@@ -41,7 +41,8 @@ StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<Mi
   const float grad_scale = float(scale / double(r.target_tokens));
   model.params().zero_grads();
   if (o.zero2) o.zero2->zero();
-  auto comm_bytes = [&] { return o.dp ? o.dp->bytes().total() : 0; };
+  Communicator* tensors = o.dp_tensors ? o.dp_tensors : o.dp;
+  auto comm_bytes = [&] { return tensors ? tensors->bytes().total() : 0; };
   std::vector<double> loss_sum = {0.0};
   uint64_t before = comm_bytes();
   if (o.zero2) {  // every micro-batch's gradients go to the shards as they are produced

@@ -31,6 +31,9 @@ struct StepOptions {
   // Data parallelism: `dp` sums scalars (target counts, losses) over host buffers, and
   // `grad_sync` sums the gradients in buckets during the last micro-batch's backward.
   Communicator* dp = nullptr;
+  // Where gradients and parameters travel when that is not `dp` (NcclComm on CUDA); its
+  // byte counter gives grad_comm_bytes.
+  Communicator* dp_tensors = nullptr;
   GradientBuckets* grad_sync = nullptr;
   // ZeRO-1 instead of grad_sync: reduce-scatter the gradients, update this rank's shard
   // (the optimizer was built over zero->shard()), all-gather the parameters.

@@ -17,6 +17,10 @@
 #include "parallel/mpi_comm.h"
 #include "parallel/process.h"
 #include "parallel/zero.h"
+#ifdef TEMPER_HAVE_NCCL
+#include "kernels/cuda/cuda_backend.h"
+#include "parallel/nccl_comm.h"
+#endif
 #include "train/metrics.h"
 #include "train/progress.h"
 #include "train/train_step.h"
@@ -97,9 +101,24 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
   const DType dtype = parse_dtype(c.model.dtype);
   if (backend->device().kind == DeviceKind::CPU && dtype != DType::F32)
     fail("model.dtype={} but the cpu backend computes in f32; set model.dtype=f32", c.model.dtype);
+  // Tensors travel over MPI on the CPU backend and over NCCL on CUDA; small host values
+  // (counts, losses, norm partials) always over MPI.
+  Communicator* dp_tensors = place.grid ? &place.grid->dp() : nullptr;
+  Communicator* tp_tensors = place.grid ? &place.grid->tp() : nullptr;
+#ifdef TEMPER_HAVE_NCCL
+  std::unique_ptr<NcclComm> nccl_dp, nccl_tp;
+  if (place.grid && backend->device().kind == DeviceKind::CUDA) {
+    auto& cuda = static_cast<CudaBackend&>(*backend);
+    nccl_dp = std::make_unique<NcclComm>(place.grid->dp(), cuda);
+    nccl_tp = std::make_unique<NcclComm>(place.grid->tp(), cuda);
+    dp_tensors = nccl_dp.get();
+    tp_tensors = nccl_tp.get();
+  }
+#else
   if (place.grid && backend->device().kind != DeviceKind::CPU)
-    fail("several ranks on the CUDA backend need the NCCL communicators in the trainer, not "
-         "wired yet (the CPU backend runs every layout)");
+    fail("several ranks on the CUDA backend need NCCL, which this build did not find (set "
+         "NCCL_ROOT and rebuild)");
+#endif
   const bool rank0 = place.is_rank0();
 
   if (rank0) {
@@ -128,7 +147,7 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
 
   const bool zero1 = c.parallel.zero == 1 && place.dp_size() > 1;
   const bool zero2 = c.parallel.zero == 2 && place.dp_size() > 1;
-  const TensorParallel tp = place.grid ? TensorParallel(place.grid->tp()) : TensorParallel();
+  const TensorParallel tp = place.grid ? TensorParallel(*tp_tensors, &place.grid->tp()) : TensorParallel();
   Transformer model(mc, *backend, dtype, zero1 ? place.dp_size() : 1, tp, !zero2);
   model.init_weights(uint64_t(c.seed));
   model.set_recompute(c.train.recompute);
@@ -141,10 +160,10 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
   oc.decay_norms_and_biases = c.optim.decay_norms_and_biases;
   std::unique_ptr<ZeroShards> shards;
   std::unique_ptr<ZeroGradientShards> grad_shards;
-  if (zero1) shards = std::make_unique<ZeroShards>(model.params(), place.grid->dp());
+  if (zero1) shards = std::make_unique<ZeroShards>(model.params(), *dp_tensors, &place.grid->dp());
   if (zero2)
-    grad_shards = std::make_unique<ZeroGradientShards>(model.params(), place.grid->dp(), *backend,
-                                                       model.gradient_groups());
+    grad_shards = std::make_unique<ZeroGradientShards>(model.params(), *dp_tensors, *backend,
+                                                       model.gradient_groups(), &place.grid->dp());
   AdamW optimizer = grad_shards ? AdamW(model.params(), *backend, oc, grad_shards->segments())
                                 : AdamW(model.params(), *backend, oc,
                                         shards ? shards->shard() : ElementRange{});
@@ -158,12 +177,13 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
   std::unique_ptr<GradientBuckets> buckets;
   if (place.dp_size() > 1) {
     step_options.dp = &place.grid->dp();
+    step_options.dp_tensors = dp_tensors;
     if (shards) {
       step_options.zero = shards.get();
     } else if (grad_shards) {
       step_options.zero2 = grad_shards.get();
     } else {
-      buckets = std::make_unique<GradientBuckets>(model.params(), place.grid->dp(), c.parallel.bucket_mb);
+      buckets = std::make_unique<GradientBuckets>(model.params(), *dp_tensors, c.parallel.bucket_mb);
       step_options.grad_sync = buckets.get();
     }
   }
