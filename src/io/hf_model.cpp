@@ -4,7 +4,12 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include <fmt/ranges.h>
+#include <map>
+#include <set>
+
 #include "core/error.h"
+#include "core/log.h"
 #include "io/safetensors.h"
 
 namespace temper {
@@ -39,6 +44,93 @@ void save_hf_model(Transformer& model, const std::string& dir, const TensorParal
                        : model.params().flat_values().dtype() == DType::BF16 ? "bfloat16"
                                                                              : "float16";
   std::ofstream(std::filesystem::path(dir) / "config.json") << cfg.dump(2) << "\n";
+}
+
+namespace {
+
+// name -> file for every tensor of the checkpoint in `dir`.
+std::map<std::string, std::string> weight_files(const std::filesystem::path& dir) {
+  std::map<std::string, std::string> map;
+  const auto index = dir / "model.safetensors.index.json";
+  if (std::filesystem::exists(index)) {
+    nlohmann::json j;
+    try {
+      std::ifstream(index) >> j;
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not valid JSON: {}", index.string(), e.what());
+    }
+    if (!j.contains("weight_map") || !j["weight_map"].is_object())
+      fail("{}: no \"weight_map\" object", index.string());
+    for (auto& [name, file] : j["weight_map"].items()) map[name] = (dir / file.get<std::string>()).string();
+    return map;
+  }
+  const auto single = dir / "model.safetensors";
+  if (!std::filesystem::exists(single))
+    fail("{}: neither model.safetensors nor model.safetensors.index.json", dir.string());
+  return {{"*", single.string()}};
+}
+
+// The elements of a row-major full tensor that shard `k` of `n` along `dim` holds.
+std::vector<float> take_shard(const std::vector<float>& full, const Parameter& p) {
+  if (p.split_dim < 0 || p.shards == 1) return full;
+  const int64_t n = p.shape.numel();
+  std::vector<float> out(size_t(n), 0.0f);
+  if (p.split_dim == 0) {
+    std::copy(full.begin() + p.shard * n, full.begin() + (p.shard + 1) * n, out.begin());
+  } else {
+    const int64_t rows = p.shape[0], cols = n / rows, full_cols = cols * p.shards;
+    for (int64_t r = 0; r < rows; ++r)
+      std::copy(full.begin() + r * full_cols + p.shard * cols,
+                full.begin() + r * full_cols + (p.shard + 1) * cols, out.begin() + r * cols);
+  }
+  return out;
+}
+
+}  // namespace
+
+void load_hf_weights(Transformer& model, const std::string& dir) {
+  const std::map<std::string, std::string> files = weight_files(dir);
+  std::map<std::string, SafetensorsFile> opened;
+  auto file_for = [&](const std::string& name) -> const SafetensorsFile* {
+    auto it = files.find(files.count("*") ? "*" : name);
+    if (it == files.end()) return nullptr;
+    auto f = opened.find(it->second);
+    if (f == opened.end()) f = opened.emplace(it->second, read_safetensors(it->second)).first;
+    return &f->second;
+  };
+  Backend& backend = model.backend();
+  std::set<std::string> used;
+  for (Parameter& p : model.params().all()) {
+    const SafetensorsFile* f = file_for(p.name);
+    if (!f || !f->tensors.count(p.name))
+      fail("{}: tensor '{}' is missing from the checkpoint", dir, p.name);
+    const SafetensorsEntry& e = f->tensors.at(p.name);
+    const std::vector<int64_t> want(p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim);
+    if (e.shape != want)
+      fail("{}: tensor '{}' has shape [{}], the model expects {}", dir, p.name,
+           fmt::join(e.shape, ", "), p.full_shape.str());
+    if (e.dtype != "F32" && e.dtype != "BF16" && e.dtype != "F16")
+      fail("{}: tensor '{}' has dtype {} (expected F32, BF16 or F16)", dir, p.name, e.dtype);
+    std::vector<float> values = take_shard(e.to_f32(), p);
+    // Host-side conversion to the parameter dtype, then one copy to the device.
+    const DType t = p.value.dtype();
+    if (t == DType::F32) {
+      backend.copy_from_host(p.value, values.data());
+    } else {
+      std::vector<uint16_t> raw(values.size());
+      for (size_t i = 0; i < raw.size(); ++i)
+        raw[i] = t == DType::BF16 ? f32_to_bf16(values[i]) : f32_to_f16(values[i]);
+      backend.copy_from_host(p.value, raw.data());
+    }
+    used.insert(p.name);
+  }
+  std::vector<std::string> unused;
+  for (const auto& [path, f] : opened)
+    for (const auto& [name, t] : f.tensors)
+      if (!used.count(name)) unused.push_back(name);
+  if (!unused.empty())
+    log::warn("{}: {} tensor(s) in the checkpoint are not used by the model (first: {})", dir,
+              unused.size(), unused.front());
 }
 
 }  // namespace temper

@@ -12,4 +12,12 @@ namespace temper {
 void save_hf_model(Transformer& model, const std::string& dir, const TensorParallel& tp = {},
                    Communicator* tp_group = nullptr, bool write = true);
 
+// Loads the weights of a Hugging Face model directory into `model`: model.safetensors, or
+// the files a model.safetensors.index.json names (sharded checkpoints). Every parameter
+// must be present with its full shape (a tied head is the embedding and is not looked
+// up); F32/BF16/F16 tensors are converted to the model's dtype; under tensor parallelism
+// each rank takes its own shard. Errors name the file and tensor; tensors the model does
+// not use are listed in a warning.
+void load_hf_weights(Transformer& model, const std::string& dir);
+
 }  // namespace temper

@@ -24,6 +24,8 @@ void for_each_config_field(Config& c, F&& f) {
   auto& m = c.model;
   f("model.preset", m.preset, "model preset: configs/models/<preset>.json");
   f("model.config", m.config, "path to a Hugging Face config.json (instead of a preset)");
+  f("model.path", m.path,
+    "Hugging Face model directory: config.json + weights to fine-tune (instead of random init)");
   f("model.dtype", m.dtype, "parameter / activation dtype: f32 | bf16");
   auto& o = m.overrides;
   f("model.model_type", o.model_type, "override: llama | mistral | qwen2");

@@ -214,11 +214,15 @@ void validate(const RunConfig& c, const Origins* origins) {
   v.require("backend", c.backend, is_backend_name(c.backend), "cpu, cuda or cuda:N");
 
   const ModelSection& m = c.model;
-  if (!m.preset.empty() && !m.config.empty())
-    fail("config keys 'model.preset' = {}{} and 'model.config' = {}{} are both set: give only "
-         "one",
-         format_value(m.preset), v.where("model.preset"), format_value(m.config),
-         v.where("model.config"));
+  // At most one source for the model shape.
+  const std::pair<const char*, const std::string*> sources[] = {
+      {"model.preset", &m.preset}, {"model.config", &m.config}, {"model.path", &m.path}};
+  for (size_t i = 0; i < 3; ++i)
+    for (size_t j = i + 1; j < 3; ++j)
+      if (!sources[i].second->empty() && !sources[j].second->empty())
+        fail("config keys '{}' = {}{} and '{}' = {}{} are both set: give only one",
+             sources[i].first, format_value(*sources[i].second), v.where(sources[i].first),
+             sources[j].first, format_value(*sources[j].second), v.where(sources[j].first));
   v.one_of("model.dtype", m.dtype, {"f32", "bf16", "f16"});
   const ModelOverrides& o = m.overrides;
   if (o.model_type) v.one_of("model.model_type", *o.model_type, {"llama", "mistral", "qwen2"});

@@ -53,7 +53,8 @@ struct ModelOverrides {
 
 struct ModelSection {
   std::string preset;         // name of configs/models/<preset>.json (resolved by the caller)
-  std::string config;         // path to a Hugging Face config.json (at most one of the two)
+  std::string config;         // path to a Hugging Face config.json (at most one of the three)
+  std::string path;           // Hugging Face model directory: config.json + safetensors weights
   std::string dtype = "f32";  // parameter / activation dtype: f32 | bf16 | f16
   ModelOverrides overrides;   // keys model.model_type, model.vocab_size, ...
   bool operator==(const ModelSection&) const = default;

@@ -64,11 +64,10 @@ std::vector<MicroBatch> validation_batches(std::vector<Document> docs, const Run
 
 ModelConfig model_config_for_run(const RunConfig& config) {
   const auto& m = config.model;
-  if (!m.preset.empty() && !m.config.empty())
-    fail("set model.preset or model.config, not both (got '{}' and '{}')", m.preset, m.config);
   ModelConfig mc;
   if (!m.preset.empty()) mc = load_hf_config(find_preset(m.preset));
   else if (!m.config.empty()) mc = load_hf_config(m.config);
+  else if (!m.path.empty()) mc = load_hf_config((fs::path(m.path) / "config.json").string());
   apply_model_overrides(config, mc);
   with_context("model config", [&] { mc.finalize(); });
   return mc;
@@ -149,7 +148,12 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
   const bool zero2 = c.parallel.zero == 2 && place.dp_size() > 1;
   const TensorParallel tp = place.grid ? TensorParallel(*tp_tensors, &place.grid->tp()) : TensorParallel();
   Transformer model(mc, *backend, dtype, zero1 ? place.dp_size() : 1, tp, !zero2);
-  model.init_weights(uint64_t(c.seed));
+  if (c.model.path.empty()) {
+    model.init_weights(uint64_t(c.seed));
+  } else {
+    load_hf_weights(model, c.model.path);
+    if (rank0) log::info("weights from {}", c.model.path);
+  }
   model.set_recompute(c.train.recompute);
   model.set_loss_chunk(c.train.loss_chunk);
   AdamWConfig oc;

@@ -65,6 +65,30 @@ TEST(TrainCli, TinyRunWritesMetricsAndLossFalls) {
   EXPECT_NE(show.output.find("steps: 30"), std::string::npos) << show.output;
 }
 
+// A run's final model is a Hugging Face directory another run can start from
+// (model.path): the second run's first loss is the trained model's, far below the
+// ~5.56 of random weights.
+TEST(TrainCli, TrainingContinuesFromAHuggingFaceDirectory) {
+  auto first = test::temp_dir("e2e_hf_first"), second = test::temp_dir("e2e_hf_second");
+  ASSERT_EQ(run_temper("train " + kRecipe + " train.steps=30 train.eval_every=0 train.progress=plain out_dir=" +
+                       first.string()).status, 0);
+  auto losses = [](const std::filesystem::path& d) {
+    std::vector<double> v;
+    std::ifstream in(d / "metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) v.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+    return v;
+  };
+  Result r = run_temper("train " + kRecipe + " model.preset= model.path=" + (first / "final").string() +
+                        " train.steps=2 train.eval_every=0 train.progress=plain out_dir=" + second.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("weights from"), std::string::npos) << r.output;
+  const auto before = losses(first), after = losses(second);
+  ASSERT_EQ(after.size(), 2u);
+  EXPECT_LT(after.front(), before.front() - 1.5);
+  EXPECT_NEAR(after.front(), before.back(), 0.5);
+}
+
 TEST(TrainCli, RecomputeRunMatchesPlainRun) {
   auto a = test::temp_dir("e2e_plain"), b = test::temp_dir("e2e_recompute");
   const std::string common = "train " + kRecipe + " train.steps=3 train.eval_every=0 train.progress=plain";

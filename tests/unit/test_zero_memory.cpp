@@ -9,6 +9,7 @@
 #include "optim/adamw.h"
 #include "parallel/zero.h"
 #include "parallel/tensor_parallel.h"
+#include "support/rank_only_comm.h"
 
 namespace temper {
 namespace {
@@ -49,23 +50,10 @@ TEST(ZeroMemory, Stage2HoldsOnlyGradientShards) {
   c.num_attention_heads = 4;
   c.max_position_embeddings = 64;
   auto cpu = make_backend("cpu");
-  struct FakeDp final : Communicator {  // the shard arithmetic of rank `r` of `n`
-    int r, n;
-    std::string nm = "dp";
-    FakeDp(int rank, int size) : r(rank), n(size) {}
-    int rank() const override { return r; }
-    int size() const override { return n; }
-    const std::string& name() const override { return nm; }
-    std::unique_ptr<Work> all_reduce_async(Tensor, ReduceOp) override { return nullptr; }
-    std::unique_ptr<Work> reduce_scatter_async(Tensor, Tensor) override { return nullptr; }
-    std::unique_ptr<Work> all_gather_async(Tensor, Tensor) override { return nullptr; }
-    std::unique_ptr<Work> broadcast_async(Tensor, int) override { return nullptr; }
-    void barrier() override {}
-  };
   for (int dp : {1, 2, 4, 8}) {
     Transformer model(c, *cpu, DType::BF16, 1, TensorParallel(), /*gradient_buffer=*/false);
     EXPECT_FALSE(model.params().flat_grads().defined());
-    FakeDp comm(dp - 1, dp);
+    test::RankOnlyComm comm(dp - 1, dp);
     ZeroGradientShards shards(model.params(), comm, *cpu, model.gradient_groups());
     AdamW opt(model.params(), *cpu, AdamWConfig{}, shards.segments());
     const MemoryReport r = memory_report(model.params(), opt, &shards);
