@@ -1,6 +1,7 @@
 #include "data/synthetic.h"
 
 #include "core/error.h"
+#include "data/dataset.h"
 #include "core/rng.h"
 
 namespace temper {
@@ -56,6 +57,24 @@ SyntheticText generate_synthetic_text(const SyntheticTextOptions& o) {
   }
   if (out.train.empty()) fail("synthetic data: every document went to validation");
   return out;
+}
+
+TokenDataset synthetic_token_dataset(const SyntheticTextOptions& options) {
+  SyntheticText text = generate_synthetic_text(options);
+  TokenDataset d;
+  d.vocab_size = kSyntheticMinVocab;
+  d.eos_id = kSyntheticEos;
+  d.tokenizer_fingerprint = "bytes+eos256";
+  d.source_format = "synthetic";
+  d.creator_version = TEMPER_VERSION;
+  for (bool validation : {false, true})
+    for (const Document& doc : validation ? text.val : text.train) {
+      std::vector<uint32_t> tokens(doc.tokens.begin(), doc.tokens.end());
+      std::vector<uint8_t> mask(tokens.size(), 1);
+      mask[0] = 0;  // nothing predicts a document's first token
+      d.add(tokens, mask, validation);
+    }
+  return d;
 }
 
 }  // namespace temper

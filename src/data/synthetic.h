@@ -28,4 +28,9 @@ struct SyntheticText {
 
 SyntheticText generate_synthetic_text(const SyntheticTextOptions& options);
 
+struct TokenDataset;
+// The same corpus as an HDF5-ready token dataset (every token after the first of a
+// document is a target; vocabulary 257 = bytes + EOS).
+TokenDataset synthetic_token_dataset(const SyntheticTextOptions& options);
+
 }  // namespace temper

@@ -53,8 +53,8 @@ void for_each_config_field(Config& c, F&& f) {
     "override: llama3 original context length");
 
   auto& d = c.data;
-  f("data.source", d.source, "synthetic (hdf5: not available yet)");
-  f("data.path", d.path, "dataset path (file-based sources)");
+  f("data.source", d.source, "synthetic (generated text) | hdf5 (a token dataset from temper prepare)");
+  f("data.path", d.path, "the HDF5 token dataset (data.source=hdf5)");
   f("data.num_docs", d.num_docs, "synthetic: number of documents");
   f("data.val_fraction", d.val_fraction, "share of documents held out for validation");
   f("data.min_doc_tokens", d.min_doc_tokens, "synthetic: shortest document (tokens)");

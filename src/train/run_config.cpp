@@ -250,11 +250,10 @@ void validate(const RunConfig& c, const Origins* origins) {
             o.rope_scaling.original_max_position_embeddings, positive_int, "> 0");
 
   const DataSection& d = c.data;
-  if (d.source == "hdf5")
-    fail("config key 'data.source' = \"hdf5\"{}: the HDF5 dataset loader is not available yet; "
-         "use \"synthetic\"",
-         v.where("data.source"));
-  v.one_of("data.source", d.source, {"synthetic"});
+  v.one_of("data.source", d.source, {"synthetic", "hdf5"});
+  if (d.source == "hdf5" && d.path.empty())
+    fail("config key 'data.path'{} must name the HDF5 token dataset when data.source is hdf5 "
+         "(make one with temper prepare)", v.where("data.path"));
   v.require("data.num_docs", d.num_docs, d.num_docs > 0, "> 0");
   v.require("data.val_fraction", d.val_fraction, d.val_fraction >= 0 && d.val_fraction < 1,
             "in [0, 1)");

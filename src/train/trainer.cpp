@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "data/dataset.h"
 #include "data/synthetic.h"
 #include "io/hf_model.h"
 #include "kernels/backend.h"
@@ -60,7 +61,41 @@ std::vector<MicroBatch> validation_batches(std::vector<Document> docs, const Run
   return out;
 }
 
+struct TrainingData {
+  std::vector<Document> train, val;
+  int32_t pad_id = 0;
+};
+
+// Generated text, or an HDF5 token dataset made by `temper prepare`.
+TrainingData load_training_data(const RunConfig& c, const ModelConfig& mc) {
+  TrainingData out;
+  if (c.data.source == "hdf5") {
+    TokenDataset d = read_token_dataset(c.data.path);
+    if (d.vocab_size > mc.vocab_size)
+      fail("{}: the dataset's vocabulary ({} tokens) is larger than the model's ({}): it was made "
+           "with another tokenizer", c.data.path, d.vocab_size, mc.vocab_size);
+    out.train = d.documents_of(false);
+    out.val = d.documents_of(true);
+    out.pad_id = d.eos_id >= 0 ? int32_t(d.eos_id) : 0;
+    if (out.train.empty()) fail("{}: no training documents (every document is in the validation split)", c.data.path);
+    return out;
+  }
+  if (mc.vocab_size < kSyntheticMinVocab)
+    fail("data.source=synthetic produces byte tokens and EOS {}: needs model vocab_size >= {}, got {}",
+         kSyntheticEos, kSyntheticMinVocab, mc.vocab_size);
+  SyntheticText text = generate_synthetic_text(synthetic_options(c));
+  out.train = std::move(text.train);
+  out.val = std::move(text.val);
+  out.pad_id = kSyntheticEos;
+  return out;
+}
+
 }  // namespace
+
+SyntheticTextOptions synthetic_options(const RunConfig& c) {
+  return {uint64_t(c.seed), c.data.num_docs, c.data.min_doc_tokens, c.data.max_doc_tokens,
+          c.data.val_fraction};
+}
 
 ModelConfig model_config_for_run(const RunConfig& config) {
   const auto& m = config.model;
@@ -126,20 +161,11 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
     std::ofstream(fs::path(c.out_dir) / "model_config.json") << model_config_to_hf_json(mc).dump(2);
   }
 
-  // Data (generated text until the dataset issue lands). Every rank walks the same global
-  // stream of micro-batches and keeps every dp-th one, so the global batch of a step is
-  // the same whatever the layout.
-  if (c.data.source != "synthetic")
-    fail("data.source '{}' is not available yet (only 'synthetic')", c.data.source);
-  if (mc.vocab_size < kSyntheticMinVocab)
-    fail("data.source=synthetic produces byte tokens and EOS {}: needs model vocab_size >= {}, got {}",
-         kSyntheticEos, kSyntheticMinVocab, mc.vocab_size);
-  SyntheticTextOptions so{uint64_t(c.seed), c.data.num_docs, c.data.min_doc_tokens,
-                          c.data.max_doc_tokens, c.data.val_fraction};
-  SyntheticText text = generate_synthetic_text(so);
-  const int32_t pad_id = kSyntheticEos;
-  DocumentLoader train_data(std::move(text.train), uint64_t(c.seed), true, c.data.packing, pad_id);
-  std::vector<MicroBatch> val = validation_batches(std::move(text.val), c, pad_id);
+  // Every rank walks the same global stream of micro-batches and keeps every dp-th one,
+  // so the global batch of a step is the same whatever the layout.
+  TrainingData data = load_training_data(c, mc);
+  DocumentLoader train_data(std::move(data.train), uint64_t(c.seed), true, c.data.packing, data.pad_id);
+  std::vector<MicroBatch> val = validation_batches(std::move(data.val), c, data.pad_id);
   if (c.train.eval_every > 0 && val.empty() && rank0)
     log::warn("train.eval_every={} but the validation split is empty; no evaluation",
               c.train.eval_every);

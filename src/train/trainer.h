@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "data/synthetic.h"
 #include "model/config.h"
 #include "train/run_config.h"
 
@@ -21,5 +22,8 @@ struct RunSummary {
 };
 
 RunSummary run_training(const RunConfig& config);
+
+// The generated-text corpus a config describes (data.* keys and the seed).
+SyntheticTextOptions synthetic_options(const RunConfig& config);
 
 }  // namespace temper

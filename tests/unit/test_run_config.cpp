@@ -215,10 +215,11 @@ TEST(RunConfig, OutOfRangeValuesAreErrors) {
   EXPECT_NE(msg.find("test.yaml:3"), std::string::npos) << msg;
 }
 
-TEST(RunConfig, Hdf5SourceIsNotAvailableYet) {
+TEST(RunConfig, Hdf5SourceNeedsAPath) {
   const std::string msg = error_of([] { from_text("data:\n  source: hdf5\n"); });
-  EXPECT_NE(msg.find("data.source"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("not available yet"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("data.path"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("temper prepare"), std::string::npos) << msg;
+  EXPECT_NO_THROW(from_text("data:\n  source: hdf5\n  path: d.h5\n"));
 }
 
 TEST(RunConfig, MalformedYamlNamesFileAndLine) {

@@ -1,0 +1,38 @@
+// Token datasets in HDF5 (DESIGN §7): `tokens` uint32 [n], `loss_mask` uint8 [n] (1 where
+// the token is predicted, i.e. trained on), `doc_offsets` uint64 [docs + 1], `split` uint8
+// [docs] (0 train, 1 validation); attributes vocab_size, eos_id, tokenizer_fingerprint,
+// source_format, chat_template, creator_version.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/loader.h"
+
+namespace temper {
+
+struct TokenDataset {
+  std::vector<uint32_t> tokens;
+  std::vector<uint8_t> loss_mask;
+  std::vector<uint64_t> doc_offsets = {0};
+  std::vector<uint8_t> split;
+  int64_t vocab_size = 0;
+  int64_t eos_id = -1;
+  std::string tokenizer_fingerprint, source_format, chat_template, creator_version;
+
+  // Appends one document; mask[i] = 1 when token i is a training target.
+  void add(const std::vector<uint32_t>& doc, const std::vector<uint8_t>& mask, bool validation);
+  size_t documents() const { return split.size(); }
+  // The documents of one split as loader documents: target[i] = tokens[i+1] when that
+  // token is masked in, else -100.
+  std::vector<Document> documents_of(bool validation) const;
+};
+
+// Writes to `path` through a temporary file and a rename, so a crash never leaves a
+// half-written dataset under the final name.
+void write_token_dataset(const std::string& path, const TokenDataset& data);
+// Reads and validates (offsets, split values, ids below vocab_size); every problem is a
+// temper::Error naming the file and the dataset or attribute.
+TokenDataset read_token_dataset(const std::string& path);
+
+}  // namespace temper
