@@ -3,7 +3,9 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
 #include <array>
+#include <tuple>
 #include <queue>
 
 #include "core/error.h"
@@ -142,7 +144,7 @@ std::string utf8_lossy(std::string_view bytes) {
 Regex::Regex(const std::string& pattern, bool literal) {
   int err = 0;
   PCRE2_SIZE err_offset = 0;
-  const uint32_t options = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+  const uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()),
                                    pattern.size(), options, &err, &err_offset, nullptr);
   if (!code) {
@@ -234,6 +236,114 @@ void bpe_merge(std::vector<int32_t>& ids, const MergeMap& merges) {
   }
   ids.clear();
   for (int64_t i = 0; i >= 0; i = sym[i].next) ids.push_back(sym[i].id);
+}
+
+}  // namespace temper::tokenizer_detail
+
+namespace temper::tokenizer_detail {
+
+bool is_whitespace(uint32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
+}
+
+std::vector<std::pair<size_t, size_t>> split_ranges(std::string_view piece, const Regex& regex,
+                                                    SplitBehavior behavior, bool invert) {
+  // (begin, end, is_match) covering the piece, as tokenizers' find_matches.
+  std::vector<std::tuple<size_t, size_t, bool>> parts;
+  size_t prev = 0;
+  for (auto [b, e] : regex.find_all(piece)) {
+    if (prev != b) parts.emplace_back(prev, b, false);
+    parts.emplace_back(b, e, true);
+    prev = e;
+  }
+  if (prev != piece.size()) parts.emplace_back(prev, piece.size(), false);
+  if (invert)
+    for (auto& p : parts) std::get<2>(p) = !std::get<2>(p);
+  std::vector<std::pair<size_t, size_t>> ranges;
+  bool prev_match = false;
+  switch (behavior) {
+    case SplitBehavior::Removed:
+      for (auto& [b, e, m] : parts)
+        if (!m) ranges.emplace_back(b, e);
+      break;
+    case SplitBehavior::Isolated:
+      for (auto& [b, e, m] : parts) ranges.emplace_back(b, e);
+      break;
+    case SplitBehavior::MergedWithPrevious:
+      for (auto& [b, e, m] : parts) {
+        if (m && !prev_match && !ranges.empty()) ranges.back().second = e;
+        else ranges.emplace_back(b, e);
+        prev_match = m;
+      }
+      break;
+    case SplitBehavior::MergedWithNext:
+      for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+        auto& [b, e, m] = *it;
+        if (m && !prev_match && !ranges.empty()) ranges.back().first = b;
+        else ranges.emplace_back(b, e);
+        prev_match = m;
+      }
+      std::reverse(ranges.begin(), ranges.end());
+      break;
+    case SplitBehavior::Contiguous:
+      for (auto& [b, e, m] : parts) {
+        if (m && prev_match && !ranges.empty()) ranges.back().second = e;
+        else ranges.emplace_back(b, e);
+        prev_match = m;
+      }
+      break;
+  }
+  std::erase_if(ranges, [](auto& r) { return r.second <= r.first; });
+  return ranges;
+}
+
+}  // namespace temper::tokenizer_detail
+
+namespace temper::tokenizer_detail {
+
+void append_byte_level_decoded(std::string& out, std::string_view token) {
+  std::string bytes;
+  for (size_t i = 0; i < token.size();) {
+    const int b = unicode_to_byte(utf8_next(token, i));
+    if (b < 0) {
+      out += token;
+      return;
+    }
+    bytes += char(b);
+  }
+  out += bytes;
+}
+
+void AddedTrie::insert(const std::string& content, int32_t token) {
+  int32_t n = 0;
+  for (uint8_t c : content) {
+    int32_t child = -1;
+    for (auto& [byte, node] : nodes_[n].next)
+      if (byte == c) child = node;
+    if (child < 0) {
+      child = int32_t(nodes_.size());
+      nodes_[n].next.emplace_back(c, child);
+      nodes_.emplace_back();
+    }
+    n = child;
+  }
+  nodes_[n].token = token;
+}
+
+std::pair<int32_t, size_t> AddedTrie::longest(std::string_view s, size_t i) const {
+  int32_t n = 0, best = -1;
+  size_t best_len = 0;
+  for (size_t k = i; k < s.size(); ++k) {
+    int32_t child = -1;
+    for (auto& [byte, node] : nodes_[n].next)
+      if (byte == uint8_t(s[k])) child = node;
+    if (child < 0) break;
+    n = child;
+    if (nodes_[n].token >= 0) best = nodes_[n].token, best_len = k + 1 - i;
+  }
+  return {best, best_len};
 }
 
 }  // namespace temper::tokenizer_detail

@@ -116,6 +116,34 @@ class Regex {
   void* code_ = nullptr;
 };
 
+// Appends a byte-level token's bytes (each character mapped back through the table); a
+// token with a character outside the table is appended as is, as tokenizers does.
+void append_byte_level_decoded(std::string& out, std::string_view token);
+
+// Byte trie of added-token contents for leftmost-longest matching.
+class AddedTrie {
+ public:
+  void insert(const std::string& content, int32_t token);
+  // Longest token starting at s[i]: (token, length in bytes), or (-1, 0).
+  std::pair<int32_t, size_t> longest(std::string_view s, size_t i) const;
+  bool empty() const { return nodes_.size() == 1; }
+
+ private:
+  struct Node {
+    std::vector<std::pair<uint8_t, int32_t>> next;  // (byte, child), unsorted
+    int32_t token = -1;
+  };
+  std::vector<Node> nodes_{1};
+};
+
+// tokenizers' SplitDelimiterBehavior.
+enum class SplitBehavior { Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous };
+// The non-empty [begin, end) pieces `regex` splits `piece` into (tokenizers' split()).
+std::vector<std::pair<size_t, size_t>> split_ranges(std::string_view piece, const Regex& regex,
+                                                    SplitBehavior behavior, bool invert);
+// Rust char::is_whitespace (the Unicode White_Space property).
+bool is_whitespace(uint32_t code_point);
+
 // (left id, right id) -> (rank, merged id).
 using MergeMap = std::unordered_map<uint64_t, std::pair<int32_t, int32_t>>;
 inline uint64_t merge_key(int32_t a, int32_t b) {

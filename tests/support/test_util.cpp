@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fmt/format.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/error.h"
 
@@ -37,7 +38,9 @@ double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 std::filesystem::path temp_dir(const std::string& name) {
-  auto dir = std::filesystem::path(TEMPER_BINARY_DIR) / "test-tmp" / name;
+  // Per process: ctest runs each case of a binary as its own process, in parallel, and
+  // cases of one suite share names.
+  auto dir = std::filesystem::path(TEMPER_BINARY_DIR) / "test-tmp" / fmt::format("{}-{}", name, getpid());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;

@@ -12,7 +12,7 @@ namespace temper::test {
 std::vector<float> to_host(Backend& backend, Tensor t);  // any float dtype -> f32
 // ||a - b||_2 / max(||b||_2, 1e-30): the norm-wise relative error used for fp32 bounds.
 double rel_error(const std::vector<float>& a, const std::vector<float>& b);
-// A fresh empty directory under the build tree for this test.
+// A fresh empty directory under the build tree for this test and this process.
 std::filesystem::path temp_dir(const std::string& name);
 // Runs TEMPER_PYTHON on tests/<script> with args; returns exit code, fills `output`
 // with stdout+stderr.
