@@ -70,7 +70,8 @@ std::map<std::string, std::string> weight_files(const std::filesystem::path& dir
   return {{"*", single.string()}};
 }
 
-// The elements of a row-major full tensor that shard `k` of `n` along `dim` holds.
+}  // namespace
+
 std::vector<float> take_shard(const std::vector<float>& full, const Parameter& p) {
   if (p.split_dim < 0 || p.shards == 1) return full;
   const int64_t n = p.shape.numel();
@@ -86,7 +87,19 @@ std::vector<float> take_shard(const std::vector<float>& full, const Parameter& p
   return out;
 }
 
-}  // namespace
+void set_parameter(Backend& backend, Parameter& p, const std::vector<float>& full) {
+  std::vector<float> values = take_shard(full, p);
+  const DType t = p.value.dtype();
+  if (t == DType::F32) {
+    backend.copy_from_host(p.value, values.data());
+    return;
+  }
+  // Host-side conversion to the parameter dtype, then one copy to the device.
+  std::vector<uint16_t> raw(values.size());
+  for (size_t i = 0; i < raw.size(); ++i)
+    raw[i] = t == DType::BF16 ? f32_to_bf16(values[i]) : f32_to_f16(values[i]);
+  backend.copy_from_host(p.value, raw.data());
+}
 
 void load_hf_weights(Transformer& model, const std::string& dir) {
   const std::map<std::string, std::string> files = weight_files(dir);
@@ -111,17 +124,7 @@ void load_hf_weights(Transformer& model, const std::string& dir) {
            fmt::join(e.shape, ", "), p.full_shape.str());
     if (e.dtype != "F32" && e.dtype != "BF16" && e.dtype != "F16")
       fail("{}: tensor '{}' has dtype {} (expected F32, BF16 or F16)", dir, p.name, e.dtype);
-    std::vector<float> values = take_shard(e.to_f32(), p);
-    // Host-side conversion to the parameter dtype, then one copy to the device.
-    const DType t = p.value.dtype();
-    if (t == DType::F32) {
-      backend.copy_from_host(p.value, values.data());
-    } else {
-      std::vector<uint16_t> raw(values.size());
-      for (size_t i = 0; i < raw.size(); ++i)
-        raw[i] = t == DType::BF16 ? f32_to_bf16(values[i]) : f32_to_f16(values[i]);
-      backend.copy_from_host(p.value, raw.data());
-    }
+    set_parameter(backend, p, e.to_f32());
     used.insert(p.name);
   }
   std::vector<std::string> unused;

@@ -20,4 +20,9 @@ void save_hf_model(Transformer& model, const std::string& dir, const TensorParal
 // not use are listed in a warning.
 void load_hf_weights(Transformer& model, const std::string& dir);
 
+// This rank's part of a parameter's full (row-major) values under tensor parallelism.
+std::vector<float> take_shard(const std::vector<float>& full, const Parameter& p);
+// Writes a parameter from its full values: this rank's shard, in the parameter's dtype.
+void set_parameter(Backend& backend, Parameter& p, const std::vector<float>& full);
+
 }  // namespace temper

@@ -25,7 +25,7 @@ void for_each_config_field(Config& c, F&& f) {
   f("model.preset", m.preset, "model preset: configs/models/<preset>.json");
   f("model.config", m.config, "path to a Hugging Face config.json (instead of a preset)");
   f("model.path", m.path,
-    "Hugging Face model directory: config.json + weights to fine-tune (instead of random init)");
+    "model to fine-tune: a Hugging Face directory (config.json + safetensors) or a .gguf file");
   f("model.dtype", m.dtype, "parameter / activation dtype: f32 | bf16");
   auto& o = m.overrides;
   f("model.model_type", o.model_type, "override: llama | mistral | qwen2");

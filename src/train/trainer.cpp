@@ -8,6 +8,8 @@
 #include "core/log.h"
 #include "data/dataset.h"
 #include "data/synthetic.h"
+#include "io/gguf.h"
+#include "io/gguf_model.h"
 #include "io/hf_model.h"
 #include "kernels/backend.h"
 #include "model/transformer.h"
@@ -102,6 +104,7 @@ ModelConfig model_config_for_run(const RunConfig& config) {
   ModelConfig mc;
   if (!m.preset.empty()) mc = load_hf_config(find_preset(m.preset));
   else if (!m.config.empty()) mc = load_hf_config(m.config);
+  else if (m.path.ends_with(".gguf")) mc = model_config_from_gguf(read_gguf(m.path));
   else if (!m.path.empty()) mc = load_hf_config((fs::path(m.path) / "config.json").string());
   apply_model_overrides(config, mc);
   with_context("model config", [&] { mc.finalize(); });
@@ -177,7 +180,10 @@ RunSummary train_on(const RunConfig& c, Placement& place) {
   if (c.model.path.empty()) {
     model.init_weights(uint64_t(c.seed));
   } else {
-    load_hf_weights(model, c.model.path);
+    if (c.model.path.ends_with(".gguf"))
+      load_gguf_weights(model, read_gguf(c.model.path));
+    else
+      load_hf_weights(model, c.model.path);
     if (rank0) log::info("weights from {}", c.model.path);
   }
   model.set_recompute(c.train.recompute);
