@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "data/dataset.h"
 #include "data/synthetic.h"
+#include "data/tokenizer.h"
 #include "io/gguf.h"
 #include "io/gguf_model.h"
 #include "io/hf_model.h"
@@ -73,6 +74,15 @@ TrainingData load_training_data(const RunConfig& c, const ModelConfig& mc) {
   TrainingData out;
   if (c.data.source == "hdf5") {
     TokenDataset d = read_token_dataset(c.data.path);
+    // A model directory with a tokenizer must match the tokenizer the dataset was made with.
+    const fs::path tokenizer_json = fs::path(c.model.path) / "tokenizer.json";
+    if (!c.model.path.empty() && fs::is_directory(c.model.path) && fs::exists(tokenizer_json)) {
+      const std::string fp = Tokenizer::from_file(tokenizer_json).fingerprint();
+      if (fp != d.tokenizer_fingerprint)
+        fail("{}: made with another tokenizer (fingerprint '{}') than the model's {} ('{}'); "
+             "prepare it again with the model's tokenizer", c.data.path, d.tokenizer_fingerprint,
+             tokenizer_json.string(), fp);
+    }
     if (d.vocab_size > mc.vocab_size)
       fail("{}: the dataset's vocabulary ({} tokens) is larger than the model's ({}): it was made "
            "with another tokenizer", c.data.path, d.vocab_size, mc.vocab_size);

@@ -117,6 +117,22 @@ TEST(TrainCli, Hdf5DatasetTrainsLikeTheBuiltInSource) {
                             " model.vocab_size=200 out_dir=" + (dir / "c").string());
   EXPECT_EQ(small.status, 1);
   EXPECT_NE(small.output.find(data), std::string::npos) << small.output;
+
+  // A model directory whose tokenizer is not the dataset's: refused, naming both.
+  ASSERT_EQ(run_temper(common + " out_dir=" + (dir / "m").string()).status, 0);
+  const auto model_dir = dir / "m" / "final";
+  std::ofstream(model_dir / "tokenizer.json") << R"({"version": "1.0", "added_tokens": [],
+    "normalizer": null, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false,
+    "trim_offsets": true, "use_regex": true}, "post_processor": null,
+    "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+    "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+      "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}})";
+  Result other = run_temper(common + " model.preset= model.path=" + model_dir.string() +
+                            " data.source=hdf5 data.path=" + data + " out_dir=" + (dir / "d").string());
+  EXPECT_EQ(other.status, 1) << other.output;
+  EXPECT_NE(other.output.find("another tokenizer"), std::string::npos) << other.output;
+  EXPECT_NE(other.output.find("tokenizer.json"), std::string::npos) << other.output;
 }
 
 TEST(TrainCli, RecomputeRunMatchesPlainRun) {
