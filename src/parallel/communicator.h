@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "core/tensor.h"
@@ -61,5 +62,11 @@ class Communicator {
  protected:
   CommBytes bytes_;
 };
+
+// Sums host doubles over `comm` in place (counts, losses, norm partial sums). f64 has no
+// Tensor dtype, so each value travels as an f32 part plus its f32 remainder: integer
+// counts stay exact while every partial sum is below 2^24, otherwise the relative error
+// is ~1e-7. Host memory: give it an MpiComm.
+void all_reduce_sum_f64(Communicator& comm, std::span<double> values);
 
 }  // namespace temper

@@ -14,13 +14,6 @@
 
 namespace temper {
 
-// communicator.h has no source file of its own.
-uint64_t CommBytes::total() const {
-  uint64_t t = 0;
-  for (const auto& [op, n] : by_op) t += n;
-  return t;
-}
-
 namespace detail {
 
 std::string timeout_message(int rank, int world_rank, const std::string& op,

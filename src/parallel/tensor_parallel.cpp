@@ -9,11 +9,8 @@
 namespace temper {
 
 void TensorParallel::gather_cross_entropy_partials(Tensor all, Tensor mine) const {
-  if (active()) {
-    comm_->all_gather(all, mine);
-  } else {
-    std::memcpy(all.data(), mine.data(), mine.nbytes());  // host (CPU) or the caller copies
-  }
+  TEMPER_CHECK(active(), "vocab-parallel cross-entropy without a tensor-parallel group");
+  comm_->all_gather(all, mine);
 }
 
 std::vector<int32_t> TensorParallel::local_ids(const std::vector<int32_t>& ids, int64_t V) const {
@@ -25,12 +22,9 @@ std::vector<int32_t> TensorParallel::local_ids(const std::vector<int32_t>& ids, 
 }
 
 double TensorParallel::combine_sum_squares(double sharded, double replicated) const {
-  double local = sharded + replicated / size();
-  if (!active()) return local;
-  // f64 travels as an f32 pair (value, remainder) through the f32 all-reduce.
-  float parts[2] = {float(local), float(local - double(float(local)))};
-  host_->all_reduce(Tensor(parts, DType::F32, Shape{2}), ReduceOp::Sum);
-  return double(parts[0]) + double(parts[1]);
+  double local[1] = {sharded + replicated / size()};
+  if (active()) all_reduce_sum_f64(*host_, local);
+  return local[0];
 }
 
 SumSquares gradient_sum_squares(const ParameterSet& params, Backend& backend, int64_t begin,

@@ -6,6 +6,15 @@
 #include "core/error.h"
 
 namespace temper {
+namespace {
+
+SumSquares sum_over_dp(Communicator& host, SumSquares s) {
+  double v[2] = {s.sharded, s.replicated};
+  all_reduce_sum_f64(host, v);
+  return {v[0], v[1]};
+}
+
+}  // namespace
 
 ZeroShards::ZeroShards(ParameterSet& params, Communicator& dp, Communicator* host)
     : params_(params), dp_(dp), host_(host ? *host : dp) {
@@ -25,15 +34,7 @@ void ZeroShards::reduce_scatter_gradients() {
 
 SumSquares ZeroShards::gradient_sum_squares(Backend& backend) {
   SumSquares local = temper::gradient_sum_squares(params_, backend, begin_, end_);
-  // f64 values travel as f32 (value, remainder) pairs through the f32 all-reduce.
-  float parts[4];
-  const double v[2] = {local.sharded, local.replicated};
-  for (int i = 0; i < 2; ++i) {
-    parts[2 * i] = float(v[i]);
-    parts[2 * i + 1] = float(v[i] - double(parts[2 * i]));
-  }
-  host_.all_reduce(Tensor(parts, DType::F32, Shape{4}), ReduceOp::Sum);
-  return {double(parts[0]) + double(parts[1]), double(parts[2]) + double(parts[3])};
+  return sum_over_dp(host_, local);
 }
 
 void ZeroShards::all_gather_parameters() {
@@ -66,9 +67,6 @@ MemoryReport memory_report(const ParameterSet& params, const AdamW& optimizer,
   return r;
 }
 
-}  // namespace temper
-
-namespace temper {
 
 ZeroGradientShards::ZeroGradientShards(ParameterSet& params, Communicator& dp, Backend& backend,
                                        const std::vector<std::pair<size_t, size_t>>& groups,
@@ -150,14 +148,7 @@ SumSquares ZeroGradientShards::gradient_sum_squares() {
     const double v = backend_.sum_squares(s.grad);
     (params_[s.param].split_dim >= 0 ? local.sharded : local.replicated) += v;
   }
-  float parts[4];
-  const double v[2] = {local.sharded, local.replicated};
-  for (int i = 0; i < 2; ++i) {
-    parts[2 * i] = float(v[i]);
-    parts[2 * i + 1] = float(v[i] - double(parts[2 * i]));
-  }
-  host_.all_reduce(Tensor(parts, DType::F32, Shape{4}), ReduceOp::Sum);
-  return {double(parts[0]) + double(parts[1]), double(parts[2]) + double(parts[3])};
+  return sum_over_dp(host_, local);
 }
 
 void ZeroGradientShards::all_gather_parameters() {

@@ -10,17 +10,7 @@ namespace {
 
 // Sums host doubles (target counts, loss sums) over the dp group.
 void sum_over(Communicator* dp, std::vector<double>& values) {
-  if (!dp || dp->size() == 1) return;
-  // f64 has no Tensor dtype: each value travels as an f32 part plus the f32 remainder.
-  // Integer counts stay exact while every partial sum is below 2^24; beyond that (and for
-  // losses) the relative error is ~1e-7.
-  std::vector<float> parts(values.size() * 2);
-  for (size_t i = 0; i < values.size(); ++i) {
-    parts[2 * i] = float(values[i]);
-    parts[2 * i + 1] = float(values[i] - double(parts[2 * i]));
-  }
-  dp->all_reduce(Tensor(parts.data(), DType::F32, Shape{int64_t(parts.size())}), ReduceOp::Sum);
-  for (size_t i = 0; i < values.size(); ++i) values[i] = double(parts[2 * i]) + double(parts[2 * i + 1]);
+  if (dp) all_reduce_sum_f64(*dp, values);
 }
 
 }  // namespace

@@ -3,31 +3,18 @@
 // names the key and suggests the right one.
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
 
 #include "support/test_util.h"
 
 namespace temper {
 namespace {
 
-struct Result {
-  int status;
-  std::string output;
-};
+using Result = test::CommandResult;
 
 Result run_temper(const std::string& args) {
-  std::string cmd = std::string(TEMPER_BINARY_DIR) + "/bin/temper " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128, cmd + "\n" + out};
+  return test::run_command(std::string(TEMPER_BINARY_DIR) + "/bin/temper " + args);
 }
 
 const std::string kRecipe = std::string(TEMPER_SOURCE_DIR) + "/configs/recipes/tiny.yaml";

@@ -5,12 +5,9 @@
 // within fp32 reduction-order noise (bound below). Runs `mpirun --oversubscribe temper`.
 #include <gtest/gtest.h>
 
-#include <array>
 #include <fmt/format.h>
-#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
 
 #include "io/safetensors.h"
 #include "support/test_util.h"
@@ -37,16 +34,11 @@ std::string run_layout(const Layout& l, const std::string& tag) {
       "timeout 300 mpirun -np {} --oversubscribe --bind-to none {}/bin/temper train "
       "{}/configs/recipes/tiny.yaml out_dir={} train.steps=5 train.grad_accum={} "
       "train.eval_every=0 train.progress=plain parallel.bucket_mb={} parallel.zero={} "
-      "parallel.tp={} parallel.timeout_s=120 2>&1",
+      "parallel.tp={} parallel.timeout_s=120",
       l.ranks, TEMPER_BINARY_DIR, TEMPER_SOURCE_DIR, dir.string(), l.accum, l.bucket_mb, l.zero,
       l.tp);
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int st = pclose(p);
-  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << cmd << "\n" << out;
+  const test::CommandResult r = test::run_command(cmd);
+  EXPECT_EQ(r.status, 0) << r.output;
   return dir.string();
 }
 
@@ -112,15 +104,11 @@ TEST(TensorParallel, HeadsThatDoNotDivideAreAClearError) {
   const std::string cmd = fmt::format(
       "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 "
       "mpirun -np 4 --oversubscribe --bind-to none {}/bin/temper train {}/configs/recipes/tiny.yaml "
-      "out_dir={} parallel.tp=4 2>&1",
+      "out_dir={} parallel.tp=4",
       TEMPER_BINARY_DIR, TEMPER_SOURCE_DIR, dir.string());
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int st = pclose(p);
-  EXPECT_FALSE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << out;
+  const test::CommandResult r = test::run_command(cmd);
+  const std::string& out = r.output;
+  EXPECT_NE(r.status, 0) << out;
   // The tiny model has 2 kv heads: 4-way tensor parallelism cannot split them.
   EXPECT_NE(out.find("num_key_value_heads 2 is not divisible by parallel.tp=4"), std::string::npos) << out;
 }

@@ -2,32 +2,19 @@
 // real two-rank run through it.
 #include <gtest/gtest.h>
 
-#include <array>
 #include <fmt/format.h>
-#include <cstdio>
 #include <fstream>
-#include <sys/wait.h>
 
 #include "support/test_util.h"
 
 namespace temper {
 namespace {
 
-struct Result {
-  int status;
-  std::string output;
-};
+using Result = test::CommandResult;
 
 Result launch(const std::string& args) {
-  const std::string cmd = fmt::format("TEMPER_BIN={}/bin/temper bash {}/launch/temper-mpirun {} 2>&1",
-                                      TEMPER_BINARY_DIR, TEMPER_SOURCE_DIR, args);
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128, cmd + "\n" + out};
+  return test::run_command(fmt::format("TEMPER_BIN={}/bin/temper bash {}/launch/temper-mpirun {}",
+                                       TEMPER_BINARY_DIR, TEMPER_SOURCE_DIR, args));
 }
 
 TEST(Launch, RankCountMustFitTensorParallel) {

@@ -46,20 +46,25 @@ std::filesystem::path temp_dir(const std::string& name) {
   return dir;
 }
 
-int run_python(const std::string& script, const std::vector<std::string>& args,
-               std::string* output) {
-  std::string cmd = fmt::format("'{}' '{}/tests/{}'", TEMPER_PYTHON, TEMPER_SOURCE_DIR, script);
-  for (auto& a : args) cmd += fmt::format(" '{}'", a);
-  cmd += " 2>&1";
+CommandResult run_command(const std::string& command) {
+  const std::string cmd = command + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) fail("cannot start: {}", cmd);
   std::array<char, 4096> buf;
   std::string out;
   size_t n;
   while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int status = pclose(p);
-  if (output) *output = cmd + "\n" + out;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, cmd + "\n" + out};
+}
+
+int run_python(const std::string& script, const std::vector<std::string>& args,
+               std::string* output) {
+  std::string cmd = fmt::format("'{}' '{}/tests/{}'", TEMPER_PYTHON, TEMPER_SOURCE_DIR, script);
+  for (auto& a : args) cmd += fmt::format(" '{}'", a);
+  CommandResult r = run_command(cmd);
+  if (output) *output = std::move(r.output);
+  return r.status;
 }
 
 void randomize_parameters(ParameterSet& params, Backend& backend, uint64_t seed,

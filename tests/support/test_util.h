@@ -14,6 +14,13 @@ std::vector<float> to_host(Backend& backend, Tensor t);  // any float dtype -> f
 double rel_error(const std::vector<float>& a, const std::vector<float>& b);
 // A fresh empty directory under the build tree for this test and this process.
 std::filesystem::path temp_dir(const std::string& name);
+// Runs a shell command; status is its exit code (128 when it did not exit normally) and
+// output the command line followed by its stdout and stderr.
+struct CommandResult {
+  int status;
+  std::string output;
+};
+CommandResult run_command(const std::string& command);
 // Runs TEMPER_PYTHON on tests/<script> with args; returns exit code, fills `output`
 // with stdout+stderr.
 int run_python(const std::string& script, const std::vector<std::string>& args,

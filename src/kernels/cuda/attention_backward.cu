@@ -358,26 +358,6 @@ void dispatch_head_dim(int64_t D, Fn&& fn) {
   else fn(integral_constant<int, 256>{}, std::false_type{});
 }
 
-// Stream-ordered device scratch, freed on the stream when it goes out of scope (also when
-// a later launch throws).
-class StreamScratch {
- public:
-  StreamScratch(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    CUDA_CHECK(cudaMallocAsync(&ptr_, bytes, stream_));
-  }
-  ~StreamScratch() {
-    if (ptr_) (void)cudaFreeAsync(ptr_, stream_);  // never throws; an error stays sticky
-  }
-  StreamScratch(const StreamScratch&) = delete;
-  StreamScratch& operator=(const StreamScratch&) = delete;
-  template <typename T>
-  T* get() const { return static_cast<T*>(ptr_); }
-
- private:
-  void* ptr_ = nullptr;
-  cudaStream_t stream_;
-};
-
 }  // namespace
 
 void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q,

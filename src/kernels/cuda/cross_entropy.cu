@@ -24,6 +24,7 @@ using cuda::dispatch_float;
 using cuda::from_f32;
 using cuda::kThreads;
 using cuda::to_f32;
+using cuda::StreamScratch;
 using cuda::Trans;
 
 namespace {
@@ -155,25 +156,6 @@ __global__ void __launch_bounds__(kThreads)
     out->bad_target = s_bad[0] == LLONG_MAX ? 0 : targets[s_bad[0]];
   }
 }
-
-// Stream-ordered scratch: cudaMallocAsync now, cudaFreeAsync (after the queued work that
-// uses it) when it goes out of scope, also on an exception.
-class StreamScratch {
- public:
-  StreamScratch(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    CUDA_CHECK(cudaMallocAsync(&ptr_, bytes, stream));
-  }
-  ~StreamScratch() {
-    if (ptr_) (void)cudaFreeAsync(ptr_, stream_);
-  }
-  StreamScratch(const StreamScratch&) = delete;
-  StreamScratch& operator=(const StreamScratch&) = delete;
-  char* get() const { return static_cast<char*>(ptr_); }
-
- private:
-  void* ptr_ = nullptr;
-  cudaStream_t stream_;
-};
 
 constexpr size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 

@@ -77,4 +77,25 @@ inline void expect_dtype(const Tensor& t, DType d, const char* op, const char* w
     fail("CUDA backend: {}: {} is {}, expected dtype {}", op, what, t.str(), dtype_name(d));
 }
 
+// ---- stream-ordered scratch ---------------------------------------------------------
+// cudaMallocAsync now, cudaFreeAsync on the same stream (after the queued work that uses
+// it) when it goes out of scope, also when a later launch throws.
+class StreamScratch {
+ public:
+  StreamScratch(size_t bytes, cudaStream_t stream) : stream_(stream) {
+    CUDA_CHECK(cudaMallocAsync(&ptr_, bytes, stream_));
+  }
+  ~StreamScratch() {
+    if (ptr_) (void)cudaFreeAsync(ptr_, stream_);  // a destructor must not throw
+  }
+  StreamScratch(const StreamScratch&) = delete;
+  StreamScratch& operator=(const StreamScratch&) = delete;
+  template <typename T = char>
+  T* get() const { return static_cast<T*>(ptr_); }
+
+ private:
+  void* ptr_ = nullptr;
+  cudaStream_t stream_;
+};
+
 }  // namespace temper::cuda

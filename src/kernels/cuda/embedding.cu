@@ -24,6 +24,7 @@ using cuda::dispatch_float;
 using cuda::from_f32;
 using cuda::grid_for;
 using cuda::kThreads;
+using cuda::StreamScratch;
 using cuda::to_f32;
 
 namespace {
@@ -100,21 +101,6 @@ __global__ void embedding_backward_sorted_kernel(S* __restrict__ dtable,       /
   }
 }
 
-// Frees a cudaMallocAsync allocation on the stream when it goes out of scope, so an error
-// thrown between allocation and the last launch does not leak it.
-struct StreamScratch {
-  void* ptr = nullptr;
-  cudaStream_t stream;
-  StreamScratch(size_t bytes, cudaStream_t s) : stream(s) {
-    CUDA_CHECK(cudaMallocAsync(&ptr, bytes, stream));
-  }
-  ~StreamScratch() {
-    if (ptr) (void)cudaFreeAsync(ptr, stream);  // a destructor must not throw
-  }
-  StreamScratch(const StreamScratch&) = delete;
-  StreamScratch& operator=(const StreamScratch&) = delete;
-};
-
 size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 
 }  // namespace
@@ -178,7 +164,7 @@ void CudaBackend::embedding_backward(Tensor dtable, Tensor dout, Tensor ids) {
     // One allocation: [sort temp | keys_in[T] | keys[T] | toks_in[T] | toks[T]], 256-aligned.
     const size_t arr = align256(size_t(T) * 4), sort_pad = align256(sort_bytes);
     StreamScratch scratch(sort_pad + 4 * arr, stream_);
-    char* base = static_cast<char*>(scratch.ptr);
+    char* base = scratch.get();
     auto* keys_in = reinterpret_cast<uint32_t*>(base + sort_pad);
     auto* keys = reinterpret_cast<uint32_t*>(base + sort_pad + arr);
     auto* toks_in = reinterpret_cast<int32_t*>(base + sort_pad + 2 * arr);

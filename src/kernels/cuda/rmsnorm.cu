@@ -17,6 +17,7 @@ using cuda::dispatch_float;
 using cuda::from_f32;
 using cuda::grid_for;
 using cuda::kThreads;
+using cuda::StreamScratch;
 using cuda::to_f32;
 
 namespace {
@@ -113,20 +114,6 @@ __global__ void rmsnorm_dweight_sum_kernel(S* __restrict__ dweight,             
   }
 }
 
-// Frees a cudaMallocAsync allocation on the stream when it goes out of scope, so an error
-// thrown between allocation and the last launch does not leak it.
-struct StreamScratch {
-  void* ptr = nullptr;
-  cudaStream_t stream;
-  StreamScratch(size_t bytes, cudaStream_t s) : stream(s) {
-    CUDA_CHECK(cudaMallocAsync(&ptr, bytes, stream));
-  }
-  ~StreamScratch() {
-    if (ptr) (void)cudaFreeAsync(ptr, stream);  // a destructor must not throw
-  }
-  StreamScratch(const StreamScratch&) = delete;
-  StreamScratch& operator=(const StreamScratch&) = delete;
-};
 
 // Grid with one warp per row.
 unsigned grid_for_rows(int64_t T) { return grid_for(T * kWarp); }
@@ -197,7 +184,7 @@ void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dweight, Tensor dout, Tenso
     const int64_t chunk_rows = std::max(kMinChunkRows, (T + kMaxChunks - 1) / kMaxChunks);
     const int64_t chunks = (T + chunk_rows - 1) / chunk_rows;  // every chunk is non-empty
     StreamScratch partial(size_t(chunks * C) * sizeof(float), stream_);  // [chunks, C] f32
-    float* p = static_cast<float*>(partial.ptr);
+    float* p = partial.get<float>();
     const dim3 grid{unsigned(chunks), unsigned(col_blocks)};
     rmsnorm_dweight_partial_kernel<S><<<grid, kThreads, 0, stream_>>>(
         p, dout.ptr<S>(), x.ptr<S>(), rstd.ptr<float>(), T, C, chunk_rows);
