@@ -12,7 +12,6 @@
 #include "data/tokenizer.h"
 
 namespace temper::tokenizer_detail {
-namespace {
 
 void append_utf8(std::string& out, uint32_t cp) {
   if (cp < 0x80) {
@@ -31,6 +30,13 @@ void append_utf8(std::string& out, uint32_t cp) {
     out += char(0x80 | (cp & 0x3F));
   }
 }
+
+std::string byte_token_name(uint8_t byte) {
+  static const char* hex = "0123456789ABCDEF";
+  return std::string("<0x") + hex[byte >> 4] + hex[byte & 15] + ">";
+}
+
+namespace {
 
 struct ByteTable {
   std::array<std::string, 256> to_unicode;

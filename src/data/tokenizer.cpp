@@ -1,17 +1,14 @@
-// tokenizer.json loading, the added-token / pre-tokenizer / BPE pipeline, and decoding.
-// Internals (byte table, UTF-8, PCRE2, the merge loop) are in bpe.cpp.
-#include "data/tokenizer.h"
-
+// tokenizer.json loading: model, normalizer, pre-tokenizer, decoder, added tokens and
+// post-processor. The encode / decode pipeline is in tokenizer_encode.cpp; internals (byte
+// table, UTF-8, PCRE2, the merge loop) in bpe.cpp.
 #include <fmt/format.h>
 
 #include <fstream>
-#include <map>
-#include <tuple>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/error.h"
+#include "data/tokenizer_impl.h"
 
 namespace temper {
 
@@ -23,28 +20,6 @@ namespace {
 // The GPT-2 split (tokenizers' pre_tokenizers/byte_level.rs).
 constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-struct PreStep {
-  std::unique_ptr<Regex> regex;  // null: no split in this step
-  SplitBehavior behavior = SplitBehavior::Isolated;
-  bool invert = false;
-  bool byte_level = false;  // the ByteLevel step (ends the sequence)
-  bool add_prefix_space = false;
-};
-
-uint32_t last_code_point(std::string_view s) {
-  size_t i = s.size();
-  while (i > 0 && (uint8_t(s[i - 1]) & 0xC0) == 0x80) --i;
-  if (i > 0) --i;
-  return utf8_next(s, i);
-}
-
-std::string hex64(uint64_t v) { return fmt::format("{:016x}", v); }
-
-uint64_t fnv1a_seeded(std::string_view s, uint64_t h) {
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
-  return h;
-}
 
 const json& field(const json& j, const char* key, const std::string& path) {
   if (!j.is_object()) fail("{}: expected an object", path);
@@ -65,45 +40,43 @@ std::string str(const json& j, const std::string& path) {
   return j.get<std::string>();
 }
 
-}  // namespace
+std::string type_of(const json& j, const std::string& path) {
+  return str(field(j, "type", path), path + ".type");
+}
 
-struct Tokenizer::Impl {
-  std::string source;
-  std::vector<std::string> tokens;  // by id
-  std::vector<uint8_t> has_token;
-  std::unordered_map<std::string, int32_t> vocab;
-  MergeMap merges;
-  bool ignore_merges = false, fuse_unk = false;
-  std::optional<int32_t> unk_id;
-  std::vector<AddedToken> added;
-  std::unordered_map<int32_t, size_t> added_by_id;
-  AddedTrie raw_trie, normalized_trie;  // added tokens with normalized=false / true
-  std::vector<PreStep> steps;
-  std::optional<int32_t> bos, eos;
-  std::string fingerprint;
-  mutable std::mutex cache_mutex;
-  mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
+// A {"String": s} or {"Regex": r} pattern; `literal` tells which.
+std::string pattern_of(const json& p, const std::string& path, bool& literal) {
+  const json& pat = field(p, "pattern", path);
+  if (pat.contains("Regex")) return literal = false, str(pat["Regex"], path + ".pattern.Regex");
+  if (pat.contains("String")) return literal = true, str(pat["String"], path + ".pattern.String");
+  fail("{}.pattern: expected {{\"Regex\": ...}} or {{\"String\": ...}}", path);
+}
 
-  void set_token(int32_t id, const std::string& s) {
-    if (size_t(id) >= tokens.size()) tokens.resize(id + 1), has_token.resize(id + 1, 0);
-    tokens[id] = s;
-    has_token[id] = 1;
-  }
+PrependScheme parse_scheme(const json& p, const std::string& path) {
+  auto it = p.find("prepend_scheme");
+  if (it == p.end() || it->is_null())  // files before tokenizers 0.14: add_prefix_space
+    return opt_bool(p, "add_prefix_space", true, path) ? PrependScheme::Always
+                                                       : PrependScheme::Never;
+  const std::string s = str(*it, path + ".prepend_scheme");
+  if (s == "always") return PrependScheme::Always;
+  if (s == "first") return PrependScheme::First;
+  if (s == "never") return PrependScheme::Never;
+  fail("{}.prepend_scheme: unknown value \"{}\" (always, first or never)", path, s);
+}
 
-  // One segment of (token index or -1, [begin, end)) per added token and per gap.
-  void split_added(std::string_view text, size_t base, const AddedTrie& trie,
-                   std::vector<std::tuple<int32_t, size_t, size_t>>& out) const;
-  void pre_tokenize(std::string_view segment, std::vector<std::string>& pieces) const;
-  void encode_piece(const std::string& piece, std::vector<int32_t>& ids) const;
-};
-
-namespace {
+// The Metaspace replacement: one character.
+std::string replacement_of(const json& p, const std::string& path) {
+  const std::string r = str(field(p, "replacement", path), path + ".replacement");
+  if (r.empty() || utf8_invalid_offset(r) != std::string::npos) fail("{}.replacement: expected one character", path);
+  size_t i = 0;
+  utf8_next(r, i);
+  if (i != r.size()) fail("{}.replacement: expected one character, got \"{}\"", path, r);
+  return r;
+}
 
 void load_model(Tokenizer::Impl& t, const json& model, std::string& fp) {
-  const std::string type = str(field(model, "type", "model"), "model.type");
-  if (type != "BPE")
-    fail("model.type: unsupported model type \"{}\" (only byte-level \"BPE\" is supported)",
-         type);
+  const std::string type = type_of(model, "model");
+  if (type != "BPE") fail("model.type: unsupported model type \"{}\" (only \"BPE\" is supported)", type);
   const json& vocab = field(model, "vocab", "model");
   if (!vocab.is_object()) fail("model.vocab: expected an object of token -> id");
   for (auto& [tok, idj] : vocab.items()) {
@@ -143,18 +116,17 @@ void load_model(Tokenizer::Impl& t, const json& model, std::string& fp) {
   auto check_empty = [&](const char* key) {
     auto it = model.find(key);
     if (it != model.end() && !it->is_null() && !(it->is_string() && it->get<std::string>().empty()))
-      fail("model.{}: unsupported (must be null for byte-level BPE)", key);
+      fail("model.{}: unsupported (must be null)", key);
   };
   check_empty("continuing_subword_prefix");
   check_empty("end_of_word_suffix");
-  if (opt_bool(model, "byte_fallback", false, "model"))
-    fail("model.byte_fallback: unsupported (SentencePiece-style BPE)");
   if (auto it = model.find("dropout"); it != model.end() && !it->is_null()) {
     if (!it->is_number()) fail("model.dropout: expected a number or null");
     if (it->get<double>() != 0.0) fail("model.dropout: must be null or 0 for deterministic ids");
   }
   t.ignore_merges = opt_bool(model, "ignore_merges", false, "model");
   t.fuse_unk = opt_bool(model, "fuse_unk", false, "model");
+  t.byte_fallback = opt_bool(model, "byte_fallback", false, "model");
   if (auto it = model.find("unk_token"); it != model.end() && !it->is_null()) {
     const std::string unk = str(*it, "model.unk_token");
     auto u = t.vocab.find(unk);
@@ -162,6 +134,10 @@ void load_model(Tokenizer::Impl& t, const json& model, std::string& fp) {
     t.unk_id = u->second;
   }
   fp += fmt::format("o{}{}{}\n", t.ignore_merges, t.fuse_unk, t.unk_id.value_or(-1));
+  if (t.byte_fallback) {
+    t.find_byte_tokens();
+    fp += "f1\n";
+  }
 }
 
 SplitBehavior parse_behavior(const std::string& s, const std::string& path) {
@@ -173,10 +149,40 @@ SplitBehavior parse_behavior(const std::string& s, const std::string& path) {
   fail("{}: unknown split behavior \"{}\"", path, s);
 }
 
+void load_normalizer(Tokenizer::Impl& t, const json& n, const std::string& path, std::string& fp) {
+  const std::string type = type_of(n, path);
+  NormStep step;
+  if (type == "Sequence") {
+    const json& list = field(n, "normalizers", path);
+    if (!list.is_array()) fail("{}.normalizers: expected an array", path);
+    for (size_t i = 0; i < list.size(); ++i)
+      load_normalizer(t, list[i], fmt::format("{}.normalizers[{}]", path, i), fp);
+    return;
+  } else if (type == "NFC") {
+    fp += "nNFC\n";  // accepted, not applied: input is assumed to be NFC already
+    return;
+  } else if (type == "Prepend") {
+    step.kind = NormStep::Kind::Prepend;
+    step.content = str(field(n, "prepend", path), path + ".prepend");
+    fp += fmt::format("nP{}:{}\n", step.content.size(), step.content);
+  } else if (type == "Replace") {
+    step.kind = NormStep::Kind::Replace;
+    bool literal = true;
+    const std::string pattern = pattern_of(n, path, literal);
+    with_context(path + ".pattern", [&] { step.pattern = std::make_unique<Regex>(pattern, literal); });
+    step.content = str(field(n, "content", path), path + ".content");
+    fp += fmt::format("nR{}:{}:{}:{}:{}\n", literal, pattern.size(), pattern, step.content.size(),
+                      step.content);
+  } else {
+    fail("{}.type: unsupported normalizer \"{}\" (supported: Prepend, Replace, NFC, Sequence)",
+         path, type);
+  }
+  t.normalizers.push_back(std::move(step));
+}
+
 void load_pre_step(Tokenizer::Impl& t, const json& p, const std::string& path, std::string& fp) {
-  const std::string type = str(field(p, "type", path), path + ".type");
-  if (!t.steps.empty() && t.steps.back().byte_level)
-    fail("{}: a {} step after ByteLevel is not supported", path, type);
+  const std::string type = type_of(p, path);
+  if (t.byte_level) fail("{}: a {} step after ByteLevel is not supported", path, type);
   PreStep step;
   if (type == "Sequence") {
     const json& list = field(p, "pretokenizers", path);
@@ -185,16 +191,8 @@ void load_pre_step(Tokenizer::Impl& t, const json& p, const std::string& path, s
       load_pre_step(t, list[i], fmt::format("{}.pretokenizers[{}]", path, i), fp);
     return;
   } else if (type == "Split") {
-    const json& pat = field(p, "pattern", path);
-    std::string pattern;
-    bool literal;
-    if (pat.contains("Regex")) {
-      pattern = str(pat["Regex"], path + ".pattern.Regex"), literal = false;
-    } else if (pat.contains("String")) {
-      pattern = str(pat["String"], path + ".pattern.String"), literal = true;
-    } else {
-      fail("{}.pattern: expected {{\"Regex\": ...}} or {{\"String\": ...}}", path);
-    }
+    bool literal = false;
+    const std::string pattern = pattern_of(p, path, literal);
     with_context(path + ".pattern", [&] { step.regex = std::make_unique<Regex>(pattern, literal); });
     const std::string behavior = str(field(p, "behavior", path), path + ".behavior");
     step.behavior = parse_behavior(behavior, path + ".behavior");
@@ -205,15 +203,70 @@ void load_pre_step(Tokenizer::Impl& t, const json& p, const std::string& path, s
     step.regex = std::make_unique<Regex>(individual ? R"(\p{N})" : R"(\p{N}+)", false);
     fp += fmt::format("d{}\n", individual);
   } else if (type == "ByteLevel") {
-    step.byte_level = true;
+    step.kind = PreStep::Kind::ByteLevel;
     step.add_prefix_space = opt_bool(p, "add_prefix_space", true, path);
     if (opt_bool(p, "use_regex", true, path)) step.regex = std::make_unique<Regex>(kGpt2Pattern, false);
     fp += fmt::format("b{}{}\n", step.add_prefix_space, step.regex != nullptr);
+    t.byte_level = true;
+  } else if (type == "Metaspace") {
+    step.kind = PreStep::Kind::Metaspace;
+    step.replacement = replacement_of(p, path);
+    step.scheme = parse_scheme(p, path);
+    step.split = opt_bool(p, "split", true, path);
+    step.regex = std::make_unique<Regex>(step.replacement, true);
+    fp += fmt::format("M{}:{}:{}\n", step.replacement, int(step.scheme), step.split);
   } else {
     fail("{}.type: unsupported pre-tokenizer \"{}\" (supported: ByteLevel, Split, Digits, "
-         "Sequence)", path, type);
+         "Metaspace, Sequence)", path, type);
   }
   t.steps.push_back(std::move(step));
+}
+
+void load_decoder(Tokenizer::Impl& t, const json& d, const std::string& path) {
+  const std::string type = type_of(d, path);
+  using K = DecodeStep::Kind;
+  DecodeStep step{K::Fuse};
+  if (type == "Sequence") {
+    const json& list = field(d, "decoders", path);
+    if (!list.is_array()) fail("{}.decoders: expected an array", path);
+    for (size_t i = 0; i < list.size(); ++i)
+      load_decoder(t, list[i], fmt::format("{}.decoders[{}]", path, i));
+    return;
+  } else if (type == "ByteLevel") {
+    step.kind = K::ByteLevel;
+  } else if (type == "ByteFallback") {
+    step.kind = K::ByteFallback;
+  } else if (type == "Fuse") {
+    step.kind = K::Fuse;
+  } else if (type == "Replace") {
+    step.kind = K::Replace;
+    bool literal = true;
+    step.from = pattern_of(d, path, literal);
+    if (!literal) fail("{}.pattern: only a String pattern is supported in a Replace decoder", path);
+    if (step.from.empty()) fail("{}.pattern.String: empty", path);
+    step.to = str(field(d, "content", path), path + ".content");
+  } else if (type == "Strip") {
+    step.kind = K::Strip;
+    step.from = str(field(d, "content", path), path + ".content");
+    size_t i = 0;
+    if (!step.from.empty() && utf8_invalid_offset(step.from) == std::string::npos)
+      utf8_next(step.from, i);
+    if (step.from.empty() || i != step.from.size())
+      fail("{}.content: expected one character", path);
+    for (auto [key, out] : {std::pair{"start", &step.start}, std::pair{"stop", &step.stop}}) {
+      const json& v = field(d, key, path);
+      if (!v.is_number_unsigned()) fail("{}.{}: expected a non-negative integer", path, key);
+      *out = v.get<size_t>();
+    }
+  } else if (type == "Metaspace") {
+    step.kind = K::Metaspace;
+    step.from = replacement_of(d, path);
+    step.scheme = parse_scheme(d, path);
+  } else {
+    fail("{}.type: unsupported decoder \"{}\" (supported: ByteLevel, ByteFallback, Fuse, "
+         "Replace, Strip, Metaspace, Sequence)", path, type);
+  }
+  t.decoders.push_back(std::move(step));
 }
 
 void load_added(Tokenizer::Impl& t, const json& list, std::string& fp) {
@@ -234,19 +287,14 @@ void load_added(Tokenizer::Impl& t, const json& list, std::string& fp) {
     tok.lstrip = opt_bool(a, "lstrip", false, path);
     tok.rstrip = opt_bool(a, "rstrip", false, path);
     tok.normalized = opt_bool(a, "normalized", !tok.special, path);
-    fp += fmt::format("a{}:{}{}{}{}{}:{}:{}\n", tok.id, tok.special, tok.single_word, tok.lstrip,
-                      tok.rstrip, tok.normalized, tok.content.size(), tok.content);
-    t.added_by_id[tok.id] = t.added.size();
-    (tok.normalized ? t.normalized_trie : t.raw_trie).insert(tok.content, int32_t(t.added.size()));
-    if (size_t(tok.id) >= t.tokens.size() || !t.has_token[tok.id]) t.set_token(tok.id, tok.content);
-    t.added.push_back(std::move(tok));
+    t.add_token(std::move(tok), fp);
   }
 }
 
 // BOS / EOS from a TemplateProcessing "single" template: a leading / trailing SpecialToken.
 void load_post_processor(Tokenizer::Impl& t, const json& p) {
   if (p.is_null()) return;
-  const std::string type = str(field(p, "type", "post_processor"), "post_processor.type");
+  const std::string type = type_of(p, "post_processor");
   if (type == "Sequence") {
     for (auto& q : field(p, "processors", "post_processor")) load_post_processor(t, q);
     return;
@@ -272,40 +320,63 @@ void load_post_processor(Tokenizer::Impl& t, const json& p) {
 
 }  // namespace
 
-Tokenizer Tokenizer::from_json_string(std::string_view json_text, const std::string& source) {
-  auto impl = std::make_shared<Impl>();
+void Tokenizer::Impl::set_token(int32_t id, const std::string& s) {
+  if (size_t(id) >= tokens.size()) tokens.resize(id + 1), has_token.resize(id + 1, 0);
+  tokens[id] = s;
+  has_token[id] = 1;
+}
+
+void Tokenizer::Impl::add_token(AddedToken tok, std::string& fp) {
+  fp += fmt::format("a{}:{}{}{}{}{}:{}:{}\n", tok.id, tok.special, tok.single_word, tok.lstrip,
+                    tok.rstrip, tok.normalized, tok.content.size(), tok.content);
+  added_by_id[tok.id] = added.size();
+  (tok.normalized ? normalized_trie : raw_trie).insert(tok.content, int32_t(added.size()));
+  if (size_t(tok.id) >= tokens.size() || !has_token[tok.id]) set_token(tok.id, tok.content);
+  added.push_back(std::move(tok));
+}
+
+void Tokenizer::Impl::find_byte_tokens() {
+  for (int b = 0; b < 256; ++b)
+    if (auto it = vocab.find(byte_token_name(uint8_t(b))); it != vocab.end()) byte_ids[b] = it->second;
+}
+
+std::shared_ptr<Tokenizer::Impl> tokenizer_detail::tokenizer_from_json(const json& j,
+                                                                       const std::string& source) {
+  auto impl = std::make_shared<Tokenizer::Impl>();
   impl->source = source;
-  with_context(source, [&] {
+  if (!j.is_object()) fail("expected a JSON object at top level");
+  std::string fp = "temper-bpe-1\n";
+  load_model(*impl, field(j, "model", "tokenizer"), fp);
+  if (auto n = j.find("normalizer"); n != j.end() && !n->is_null())
+    load_normalizer(*impl, *n, "normalizer", fp);
+  if (const json& pre = field(j, "pre_tokenizer", "tokenizer"); !pre.is_null())
+    load_pre_step(*impl, pre, "pre_tokenizer", fp);
+  if (!impl->byte_level && !impl->byte_fallback && !impl->unk_id)
+    fail("pre_tokenizer: no ByteLevel step, and the model has neither byte_fallback nor an "
+         "unk_token: characters outside the vocab could not be encoded");
+  if (auto d = j.find("decoder"); d != j.end() && !d->is_null()) {
+    load_decoder(*impl, *d, "decoder");
+    impl->has_decoder = true;
+  } else if (impl->byte_level) {  // decode byte-level tokens as bytes
+    impl->decoders.push_back({DecodeStep::Kind::ByteLevel});
+    impl->has_decoder = true;
+  }
+  if (auto a = j.find("added_tokens"); a != j.end()) load_added(*impl, *a, fp);
+  if (auto p = j.find("post_processor"); p != j.end()) load_post_processor(*impl, *p);
+  impl->fingerprint = hex_fingerprint(fp);
+  return impl;
+}
+
+Tokenizer Tokenizer::from_json_string(std::string_view json_text, const std::string& source) {
+  return with_context(source, [&] {
     json j;
     try {
       j = json::parse(json_text);
     } catch (const json::exception& e) {
       fail("invalid JSON: {}", e.what());
     }
-    if (!j.is_object()) fail("expected a JSON object at top level");
-    std::string fp = "temper-bpe-1\n";
-    load_model(*impl, field(j, "model", "tokenizer"), fp);
-    if (auto n = j.find("normalizer"); n != j.end() && !n->is_null()) {
-      const std::string type = str(field(*n, "type", "normalizer"), "normalizer.type");
-      if (type != "NFC") fail("normalizer.type: unsupported normalizer \"{}\"", type);
-      fp += "nNFC\n";  // accepted, not applied: input is assumed to be NFC already
-    }
-    const json& pre = field(j, "pre_tokenizer", "tokenizer");
-    if (pre.is_null()) fail("pre_tokenizer: null; a ByteLevel pre-tokenizer is required");
-    load_pre_step(*impl, pre, "pre_tokenizer", fp);
-    if (impl->steps.empty() || !impl->steps.back().byte_level)
-      fail("pre_tokenizer: no ByteLevel step; only byte-level BPE is supported");
-    if (auto d = j.find("decoder"); d != j.end() && !d->is_null()) {
-      const std::string type = str(field(*d, "type", "decoder"), "decoder.type");
-      if (type != "ByteLevel") fail("decoder.type: unsupported decoder \"{}\"", type);
-    }
-    if (auto a = j.find("added_tokens"); a != j.end()) load_added(*impl, *a, fp);
-    if (auto p = j.find("post_processor"); p != j.end()) load_post_processor(*impl, *p);
-    const uint64_t h1 = fnv1a_seeded(fp, 0xcbf29ce484222325ull);
-    const uint64_t h2 = fnv1a_seeded(fp, 0x84222325cbf29ce4ull);
-    impl->fingerprint = hex64(h1) + hex64(h2);
+    return Tokenizer(tokenizer_from_json(j, source));
   });
-  return Tokenizer(std::move(impl));
 }
 
 Tokenizer Tokenizer::from_file(const std::filesystem::path& path) {
@@ -315,173 +386,5 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& path) {
   ss << f.rdbuf();
   return from_json_string(ss.str(), path.string());
 }
-
-// ---- encoding ------------------------------------------------------------------------
-
-void Tokenizer::Impl::split_added(std::string_view text, size_t base, const AddedTrie& trie,
-                                  std::vector<std::tuple<int32_t, size_t, size_t>>& out) const {
-  static const Regex word_char(R"([\p{L}\p{N}_])", false);
-  auto is_word = [&](std::string_view ch) { return !word_char.find_all(ch).empty(); };
-  size_t start_offset = 0, i = 0;
-  while (!trie.empty() && i < text.size()) {
-    auto [tok, len] = trie.longest(text, i);
-    if (tok < 0) {
-      ++i;
-      continue;
-    }
-    size_t start = i, stop = i + len;
-    i = stop;  // leftmost-longest, non-overlapping, as tokenizers' Aho-Corasick scan
-    const AddedToken& a = added[tok];
-    if (a.single_word) {
-      size_t p = start;
-      while (p > 0 && (uint8_t(text[p - 1]) & 0xC0) == 0x80) --p;
-      const bool before = start > 0 && is_word(text.substr(p - 1, start - p + 1));
-      size_t q = stop;
-      const bool after = stop < text.size() && (utf8_next(text, q), is_word(text.substr(stop, q - stop)));
-      if (before || after) continue;
-    }
-    if (a.lstrip) {
-      size_t s = start;
-      while (s > start_offset && is_whitespace(last_code_point(text.substr(0, s)))) {
-        --s;
-        while (s > 0 && (uint8_t(text[s]) & 0xC0) == 0x80) --s;
-      }
-      start = s;
-    }
-    if (a.rstrip) {
-      while (stop < text.size()) {
-        size_t q = stop;
-        if (!is_whitespace(utf8_next(text, q))) break;
-        stop = q;
-      }
-      i = stop;
-    }
-    if (start_offset < start) out.emplace_back(-1, base + start_offset, base + start);
-    out.emplace_back(tok, base + start, base + stop);
-    start_offset = stop;
-  }
-  if (start_offset < text.size()) out.emplace_back(-1, base + start_offset, base + text.size());
-}
-
-void Tokenizer::Impl::pre_tokenize(std::string_view segment, std::vector<std::string>& out) const {
-  std::vector<std::string> pieces{std::string(segment)}, next;
-  for (const PreStep& step : steps) {
-    next.clear();
-    for (std::string& piece : pieces) {
-      if (step.add_prefix_space && piece[0] != ' ') piece = " " + piece;
-      if (!step.regex) {
-        next.push_back(std::move(piece));
-        continue;
-      }
-      const auto ranges = split_ranges(piece, *step.regex, step.behavior, step.invert);
-      for (auto [b, e] : ranges)
-        if (e > b) next.push_back(piece.substr(b, e - b));
-    }
-    std::swap(pieces, next);
-  }
-  for (auto& p : pieces) out.push_back(std::move(p));
-}
-
-void Tokenizer::Impl::encode_piece(const std::string& piece, std::vector<int32_t>& ids) const {
-  if (ignore_merges) {
-    std::string mapped;
-    for (unsigned char c : piece) mapped += byte_to_unicode(c);
-    if (auto it = vocab.find(mapped); it != vocab.end()) return ids.push_back(it->second);
-  }
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    if (auto it = cache.find(piece); it != cache.end()) {
-      ids.insert(ids.end(), it->second.begin(), it->second.end());
-      return;
-    }
-  }
-  std::vector<int32_t> symbols;
-  symbols.reserve(piece.size());
-  for (unsigned char c : piece) {
-    auto it = vocab.find(byte_to_unicode(c));
-    if (it != vocab.end()) {
-      symbols.push_back(it->second);
-    } else if (unk_id) {
-      if (!(fuse_unk && !symbols.empty() && symbols.back() == *unk_id)) symbols.push_back(*unk_id);
-    } else {
-      fail("{}: no vocab entry for byte 0x{:02x} (symbol \"{}\") in piece \"{}\"", source, c,
-           byte_to_unicode(c), piece);
-    }
-  }
-  bpe_merge(symbols, merges);
-  ids.insert(ids.end(), symbols.begin(), symbols.end());
-  std::lock_guard<std::mutex> lock(cache_mutex);
-  if (cache.size() >= 100000) cache.clear();
-  cache.emplace(piece, std::move(symbols));
-}
-
-std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
-  const Impl& t = *impl_;
-  if (size_t bad = utf8_invalid_offset(text); bad != std::string_view::npos)
-    fail("{}: input text is not valid UTF-8 at byte {}", t.source, bad);
-  std::vector<std::tuple<int32_t, size_t, size_t>> pass1, segments;
-  t.split_added(text, 0, t.raw_trie, pass1);
-  for (auto& [tok, b, e] : pass1) {
-    if (tok >= 0) segments.emplace_back(tok, b, e);
-    else t.split_added(text.substr(b, e - b), b, t.normalized_trie, segments);
-  }
-  std::vector<int32_t> ids;
-  std::vector<std::string> pieces;
-  for (auto& [tok, b, e] : segments) {
-    if (tok >= 0) {
-      ids.push_back(t.added[tok].id);
-      continue;
-    }
-    pieces.clear();
-    t.pre_tokenize(text.substr(b, e - b), pieces);
-    for (auto& p : pieces) t.encode_piece(p, ids);
-  }
-  return ids;
-}
-
-// ---- decoding and lookups --------------------------------------------------------------
-
-std::string Tokenizer::decode_bytes(std::span<const int32_t> ids, bool skip_special) const {
-  const Impl& t = *impl_;
-  std::string out;
-  for (int32_t id : ids) {
-    if (auto a = t.added_by_id.find(id); a != t.added_by_id.end()) {
-      const AddedToken& tok = t.added[a->second];
-      if (!(skip_special && tok.special)) out += tok.content;
-      continue;
-    }
-    append_byte_level_decoded(out, id_to_token(id));
-  }
-  return out;
-}
-
-std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
-  return utf8_lossy(decode_bytes(ids, skip_special));
-}
-
-int32_t Tokenizer::vocab_size() const { return int32_t(impl_->tokens.size()); }
-
-const std::string& Tokenizer::id_to_token(int32_t id) const {
-  if (id < 0 || size_t(id) >= impl_->tokens.size() || !impl_->has_token[id])
-    fail("{}: token id {} is not in the vocabulary (size {})", impl_->source, id, vocab_size());
-  return impl_->tokens[id];
-}
-
-std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
-  if (auto it = impl_->vocab.find(std::string(token)); it != impl_->vocab.end()) return it->second;
-  for (auto& a : impl_->added)
-    if (a.content == token) return a.id;
-  return std::nullopt;
-}
-
-bool Tokenizer::is_special(int32_t id) const {
-  auto it = impl_->added_by_id.find(id);
-  return it != impl_->added_by_id.end() && impl_->added[it->second].special;
-}
-
-const std::vector<AddedToken>& Tokenizer::added_tokens() const { return impl_->added; }
-std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
-std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
-const std::string& Tokenizer::fingerprint() const { return impl_->fingerprint; }
 
 }  // namespace temper

@@ -1,30 +1,44 @@
-// Byte-level BPE tokenizer loaded from a Hugging Face tokenizer.json (GPT-2, Llama 3,
-// Qwen2, SmolLM2 style), matching the `tokenizers` library's ids exactly.
+// Tokenizers of Hugging Face, SentencePiece and GGUF models, matching the reference
+// libraries' ids exactly. Three model kinds share one pipeline (added tokens, normalizer,
+// pre-tokenizer, model, decoder):
 //
-// Supported file contents:
+// 1. tokenizer.json (Tokenizer::from_file), matching the `tokenizers` library:
 //   model: type "BPE" with vocab (token -> id), merges ("a b" strings or [a, b] pairs;
-//     rank = list order), ignore_merges, unk_token/fuse_unk; no dropout, no
-//     continuing_subword_prefix / end_of_word_suffix, no byte_fallback.
-//   pre_tokenizer: ByteLevel (add_prefix_space, use_regex = the GPT-2 split), alone or in
-//     a Sequence after Split (Regex or String pattern, any behavior, invert) and Digits
-//     steps. ByteLevel must be the last step (it maps bytes to characters).
-//   normalizer: null; "NFC" is accepted but not applied (input is assumed to be NFC).
-//   decoder: ByteLevel (or null). post_processor: ByteLevel / TemplateProcessing /
-//     Sequence of them; TemplateProcessing's leading / trailing special tokens give
-//     bos_id() / eos_id().
-//   added_tokens: matched literally (leftmost-longest) in the raw input before
-//     pre-tokenization and never split; lstrip / rstrip / single_word honoured.
+//     rank = list order), ignore_merges, unk_token/fuse_unk, byte_fallback ("<0xNN>" tokens
+//     for characters not in the vocab); no dropout, continuing_subword_prefix or
+//     end_of_word_suffix.
+//   normalizer: null, Prepend, Replace (String or Regex pattern), Sequence of these;
+//     "NFC" is accepted but not applied (input is assumed to be NFC).
+//   pre_tokenizer: null; ByteLevel (add_prefix_space, use_regex = the GPT-2 split);
+//     Split (Regex or String pattern, any behavior, invert); Digits; Metaspace
+//     (replacement, prepend_scheme always/first/never, split); a Sequence of these.
+//     ByteLevel must be the last step: it makes a byte-level model (GPT-2, Llama 3, Qwen2,
+//     SmolLM2); without it pieces are looked up as UTF-8 text (Llama 2 / Mistral style).
+//   decoder: ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence; null joins
+//     tokens with " " as `tokenizers` does (a byte-level model decodes as ByteLevel).
+//   post_processor: ByteLevel / TemplateProcessing / Sequence; TemplateProcessing's leading /
+//     trailing special tokens give bos_id() / eos_id().
+//   added_tokens: matched literally (leftmost-longest) before pre-tokenization, never split;
+//     normalized=false ones in the raw input, normalized=true ones in the normalized text;
+//     lstrip / rstrip / single_word honoured.
+// 2. SentencePiece tokenizer.model (from_sentencepiece_file), matching the `sentencepiece`
+//   library: BPE model_type only, identity normalizer (add_dummy_prefix,
+//   remove_extra_whitespaces, escape_whitespaces), score-based merges, byte fallback,
+//   user-defined pieces matched whole. Control and unknown pieces ("<s>", "[INST]") are
+//   special added tokens matched in the text, as in transformers' conversion; each text
+//   segment between them is encoded as sentencepiece encodes a whole string.
+// 3. GGUF metadata (from_gguf): tokenizer.ggml.model "llama" (SentencePiece as in 2, from
+//   tokens / scores / token_type) or "gpt2" (byte-level BPE from tokens / merges with the
+//   split of tokenizer.ggml.pre: gpt2, smollm, llama-bpe, qwen2); control and user-defined
+//   token types become added tokens.
 //
-// encode(): added tokens split out; each remaining chunk is split by the pre-tokenizer
-// regexes (PCRE2, UTF-8 + UCP, JIT when available); each piece's bytes are mapped through
-// the GPT-2 byte-to-unicode table; BPE merges are applied lowest rank first (ties: leftmost),
-// with a per-piece cache. The input must be valid UTF-8. No BOS/EOS is added: prepend
-// bos_id() yourself where the model expects one.
-// decode(): token strings joined, characters mapped back to bytes, added tokens emitted as
-// their content, invalid UTF-8 replaced by U+FFFD as `tokenizers` does.
+// encode() adds no BOS/EOS: prepend bos_id() where the model expects one (model_tokenizer.h
+// says whether). The input must be valid UTF-8. decode() follows the decoder steps and
+// repairs invalid UTF-8 as `tokenizers` does (U+FFFD).
 //
-// Not supported: SentencePiece/Metaspace models, byte_fallback, normalizers other than
-// NFC (not applied), GGUF tokenizer metadata, chat templates.
+// Not supported: Unigram / WordPiece models, normalizers that change text beyond
+// Prepend / Replace (NFKC, Lowercase, SentencePiece precompiled charsmaps), chat templates
+// (see chat_template.h).
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -38,6 +52,8 @@
 #include <vector>
 
 namespace temper {
+
+struct GgufFile;
 
 struct AddedToken {
   int32_t id = -1;
@@ -56,6 +72,12 @@ class Tokenizer {
   // Same from JSON text; `source` names it in errors.
   static Tokenizer from_json_string(std::string_view json_text,
                                     const std::string& source = "<tokenizer json>");
+  // A SentencePiece tokenizer.model (protobuf ModelProto); errors name the file and field.
+  static Tokenizer from_sentencepiece_file(const std::filesystem::path& path);
+  static Tokenizer from_sentencepiece_string(std::string_view model_proto,
+                                             const std::string& source);
+  // The tokenizer.ggml.* metadata of a GGUF file; errors name the file and key.
+  static Tokenizer from_gguf(const GgufFile& file);
 
   std::vector<int32_t> encode(std::string_view text) const;
   // skip_special drops added tokens marked special (like skip_special_tokens=True).
@@ -74,12 +96,17 @@ class Tokenizer {
 
   std::optional<int32_t> bos_id() const;
   std::optional<int32_t> eos_id() const;
+  std::optional<int32_t> unk_id() const;
+  // "bpe" (rank-based merges, byte-level or with byte fallback) or "sentencepiece".
+  std::string model_kind() const;
 
   // Stable hex hash of vocab, merges, added tokens, pre-tokenizer steps and model
   // options: equal fingerprints mean equal encodings. Use it to key tokenized datasets.
   const std::string& fingerprint() const;
 
   struct Impl;
+  // Internal: wraps a loaded Impl (data/tokenizer_impl.h).
+  static Tokenizer from_impl(std::shared_ptr<Impl> impl) { return Tokenizer(std::move(impl)); }
 
  private:
   explicit Tokenizer(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -115,6 +142,10 @@ class Regex {
  private:
   void* code_ = nullptr;
 };
+
+// "<0xNN>" (upper-case hex): the byte-fallback token of a byte.
+std::string byte_token_name(uint8_t byte);
+void append_utf8(std::string& out, uint32_t code_point);
 
 // Appends a byte-level token's bytes (each character mapped back through the table); a
 // token with a character outside the table is appended as is, as tokenizers does.

@@ -186,7 +186,7 @@ int64_t GgufTensor::numel() const {
   return n;
 }
 
-GgufFile read_gguf(const std::string& path) {
+GgufFile read_gguf(const std::string& path, bool read_tensor_data) {
   return with_context(path, [&] {
     Cursor c(path);
     GgufFile f;
@@ -258,6 +258,7 @@ GgufFile read_gguf(const std::string& path) {
     if (n_tensors && f.data_offset > c.size())
       fail("truncated file: the data section would start at byte {}, past the end ({} bytes)",
            f.data_offset, c.size());
+    if (!read_tensor_data) return f;
     const uint64_t data_size = n_tensors ? c.size() - f.data_offset : 0;
     std::vector<std::pair<uint64_t, uint64_t>> ranges;
     for (GgufTensor& t : f.tensors) {

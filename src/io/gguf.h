@@ -98,7 +98,9 @@ struct GgufFile {
   const GgufTensor& tensor(const std::string& name) const;       // throws naming it
 };
 
-GgufFile read_gguf(const std::string& path);
+// read_tensor_data = false reads the metadata and tensor infos only (tensor data left
+// empty, its ranges unchecked): enough for the tokenizer of a multi-GB file.
+GgufFile read_gguf(const std::string& path, bool read_tensor_data = true);
 
 // Values of a tensor as f32, in its row-major order (shape). Supports F32, F16, BF16,
 // F64, I8, I16, I32, Q8_0, Q4_0 and Q4_1; other types are an Error naming the tensor

@@ -14,7 +14,7 @@ Variants:
            ignore_merges=True, a TemplateProcessing post-processor adding a BOS.
   smollm - Sequence[Digits(individual_digits=True), ByteLevel(add_prefix_space=True)],
            legacy "a b" merge strings, non-special added tokens (one single_word),
-           a special added token with lstrip/rstrip.
+           non-ASCII added tokens, a special added token with lstrip/rstrip.
 
 usage: tokenizer_reference.py OUT_DIR
 """
@@ -30,7 +30,8 @@ LLAMA3_PATTERN = (
     r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 SMOLLM_EXTRA = ["<tool> call <tool>x", "a  <mask>  b", "<mask>", " x<mask>\ny\u3000<mask>\u00a0z",
-                "calc calculator recalc calc_x calc. 多calc calc1 (calc)", "<mask>calc<mask>"]
+                "calc calculator recalc calc_x calc. 多calc calc1 (calc)", "<mask>calc<mask>",
+                "ünï 多x多xünïünï x多 ü"]
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 WORDS = {
@@ -141,7 +142,8 @@ def build(name, rng, corpus):
     else:
         tok.post_processor = processors.ByteLevel(trim_offsets=True)
     if name == "smollm":
-        tok.add_tokens(["<tool>", AddedToken("calc", single_word=True)])
+        # "ünï" and "多x": non-ASCII contents, which decode through the ByteLevel decoder too.
+        tok.add_tokens(["<tool>", AddedToken("calc", single_word=True), "ünï", "多x"])
         tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=True)])
     # Edit the serialized form (options the trainer does not carry), then reload it so
     # the expected ids come from exactly the file the C++ side reads.

@@ -216,11 +216,13 @@ TEST(Tokenizer, LoadErrorsNameFileAndField) {
   j["model"]["merges"].push_back(json::array({"hello", "hello"}));
   expect_load_error("merge_not_in_vocab", j.dump(), {"model.merges[4]", "not in model.vocab"});
   j = tiny_json();
-  j["model"]["byte_fallback"] = true;
+  j["model"]["byte_fallback"] = "yes";
   expect_load_error("byte_fallback", j.dump(), {"model.byte_fallback"});
   j = tiny_json();
+  j["pre_tokenizer"] = {{"type", "BertPreTokenizer"}};
+  expect_load_error("bert", j.dump(), {"pre_tokenizer.type", "BertPreTokenizer"});
   j["pre_tokenizer"] = {{"type", "Metaspace"}};
-  expect_load_error("metaspace", j.dump(), {"pre_tokenizer.type", "Metaspace"});
+  expect_load_error("metaspace", j.dump(), {"pre_tokenizer.replacement", "missing"});
   j = tiny_json();
   j["pre_tokenizer"] = {{"type", "Sequence"},
                         {"pretokenizers", json::array({{{"type", "Split"},
@@ -233,8 +235,8 @@ TEST(Tokenizer, LoadErrorsNameFileAndField) {
   j["added_tokens"][0]["id"] = -3;
   expect_load_error("added_id", j.dump(), {"added_tokens[0].id"});
   j = tiny_json();
-  j["decoder"] = {{"type", "Metaspace"}};
-  expect_load_error("decoder", j.dump(), {"decoder.type"});
+  j["decoder"] = {{"type", "CTC"}};
+  expect_load_error("decoder", j.dump(), {"decoder.type", "CTC"});
   try {
     Tokenizer::from_file("/nonexistent/tokenizer.json");
     FAIL();
