@@ -33,6 +33,9 @@ class BatchBuilder {
   // the batch is dropped. Returns false (appending nothing) when the batch is full.
   bool add_document(const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets);
   bool full() const { return row_ >= rows_; }
+  bool empty() const { return row_ == 0 && col_ == 0; }
+  // Tokens that still fit in the batch.
+  int64_t room() const { return (rows_ - row_) * seq_len_ - col_; }
   // Pads the current row (if started) so the next document begins a new row.
   void finish_row() {
     if (col_ > 0) close_row();

@@ -33,8 +33,24 @@ void DocumentLoader::make_order() {
 }
 
 void DocumentLoader::set_position(LoaderPosition p) {
+  if (p.index > docs_.size())
+    fail("data loader: saved position (epoch {}, document {}) is past the {} documents of this "
+         "dataset: the checkpoint was made with other data",
+         p.epoch, p.index, docs_.size());
   pos_ = p;
   make_order();
+}
+
+std::vector<MicroBatch> DocumentLoader::next_share(int64_t count, int dp_size, int dp_rank,
+                                                   int64_t rows, int64_t seq_len) {
+  TEMPER_CHECK(dp_size > 0 && dp_rank >= 0 && dp_rank < dp_size, "dp rank {} of {}", dp_rank,
+               dp_size);
+  std::vector<MicroBatch> mine;
+  for (int64_t i = 0; i < count; ++i) {
+    MicroBatch b = next(rows, seq_len);
+    if (i % dp_size == dp_rank) mine.push_back(std::move(b));
+  }
+  return mine;
 }
 
 MicroBatch DocumentLoader::next(int64_t rows, int64_t seq_len) {
@@ -45,10 +61,15 @@ MicroBatch DocumentLoader::next(int64_t rows, int64_t seq_len) {
       ++pos_.epoch;
       make_order();
     }
-    const Document& d = docs_[order_[pos_.index++]];
+    const Document& d = docs_[order_[pos_.index]];
     if (packing_) {
+      // Split over rows inside the batch, but not over batches: a document that does not
+      // fit in the room left starts the next batch (one longer than a batch is cut).
+      if (!builder.empty() && int64_t(d.tokens.size()) > builder.room()) break;
+      ++pos_.index;
       builder.add_document(d.tokens, d.targets);
     } else {
+      ++pos_.index;
       // Padding mode: one document per row, truncated to the row.
       size_t n = std::min<size_t>(d.tokens.size(), size_t(seq_len));
       builder.add_document({d.tokens.begin(), d.tokens.begin() + n},

@@ -1,0 +1,102 @@
+#include "cli/prepare_command.h"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "data/dataset.h"
+#include "data/prepare.h"
+#include "data/synthetic.h"
+
+namespace temper {
+namespace {
+
+struct PrepareArgs {
+  PrepareOptions jsonl;
+  bool synthetic = false;
+  SyntheticTextOptions synthetic_options;
+  int64_t min_tokens = -1, docs = -1;
+};
+
+// One line redrawn in place while reading (terminals only).
+void draw_progress(const PrepareStats& s) {
+  const double mb = 1.0 / (1 << 20);
+  const double share = s.bytes_total ? double(s.bytes_read) / double(s.bytes_total) : 1.0;
+  fmt::print("\rprepare: {:3.0f}% {:.1f}/{:.1f} MB | {} documents | {} tokens | {:.0f} tokens/s   ",
+             100 * std::min(share, 1.0), double(s.bytes_read) * mb, double(s.bytes_total) * mb,
+             s.documents, s.tokens, s.seconds > 0 ? double(s.tokens) / s.seconds : 0.0);
+  std::fflush(stdout);
+}
+
+void run_jsonl(const PrepareOptions& o) {
+  const bool bar = isatty(fileno(stdout));
+  PrepareStats s = prepare_jsonl(o, bar ? draw_progress : std::function<void(const PrepareStats&)>());
+  if (bar) fmt::print("\n");
+  fmt::print("{}: {} documents ({} validation) from {} lines of {} ({} format{}), {} tokens "
+             "({} trained)\n",
+             o.out, s.documents, s.validation_documents, s.lines, o.input, s.format,
+             s.chat_template.empty() ? "" : ", chat template " + s.chat_template, s.tokens,
+             s.trained_tokens);
+  if (s.truncated) fmt::print("  {} documents cut to --max-tokens {}\n", s.truncated, o.max_tokens);
+  if (s.bad_lines)
+    fmt::print("  {} bad lines skipped; the first: {}\n", s.bad_lines, s.first_bad);
+  fmt::print("  throughput: {:.0f} tokens/s, {:.1f} MB/s ({:.2f} s)\n",
+             s.seconds > 0 ? double(s.tokens) / s.seconds : 0.0,
+             s.seconds > 0 ? double(s.bytes_read) / s.seconds / (1 << 20) : 0.0, s.seconds);
+}
+
+void run_synthetic(const PrepareArgs& a, bool seed_given) {
+  SyntheticTextOptions opt = a.synthetic_options;
+  if (seed_given) opt.seed = a.jsonl.seed;
+  opt.val_fraction = a.jsonl.val_fraction;
+  if (a.docs >= 0) opt.num_docs = a.docs;
+  if (a.min_tokens >= 0) opt.min_doc_tokens = a.min_tokens;
+  if (a.jsonl.max_tokens > 0) opt.max_doc_tokens = a.jsonl.max_tokens;
+  const TokenDataset d = synthetic_token_dataset(opt);
+  write_token_dataset(a.jsonl.out, d);
+  fmt::print("{}: {} documents ({} validation), {} tokens\n", a.jsonl.out, d.documents(),
+             std::count(d.split.begin(), d.split.end(), 1), d.tokens.size());
+}
+
+}  // namespace
+
+Subcommand add_prepare_command(CLI::App& app) {
+  auto args = std::make_shared<PrepareArgs>();
+  PrepareOptions& o = args->jsonl;
+  auto* cmd = app.add_subcommand(
+      "prepare", "Tokenize a JSONL file (text, alpaca, chat or sharegpt) into an HDF5 dataset");
+  cmd->add_option("input", o.input, "JSON Lines file, one example a line");
+  cmd->add_option("--model,--tokenizer", o.model,
+                  "Hugging Face model directory or .gguf whose tokenizer and chat template to use");
+  cmd->add_option("--format", o.format, "text | alpaca | chat | sharegpt | auto (from the keys)")
+      ->capture_default_str();
+  cmd->add_option("--out", o.out, "output .h5 file")->required();
+  cmd->add_option("--val-fraction", o.val_fraction, "share of documents held out for validation")
+      ->capture_default_str();
+  cmd->add_option("--seed", o.seed, "seed of the train/validation split")->capture_default_str();
+  cmd->add_flag("--skip-bad", o.skip_bad, "skip and count bad lines instead of stopping");
+  cmd->add_option("--max-tokens", o.max_tokens,
+                  "cut longer documents to this many tokens (--synthetic: longest document)");
+  cmd->add_option("--chat-template", o.chat_template,
+                  "template name instead of detecting it: chatml, smollm2, qwen2, qwen2.5, llama3, "
+                  "llama3.1, llama2, mistral, mistral-nemo, mistral-v1, gemma, gemma3");
+  cmd->add_flag("--synthetic", args->synthetic,
+                "write the generated English corpus data.source=synthetic trains on");
+  cmd->add_option("--docs", args->docs, "--synthetic: documents");
+  cmd->add_option("--min-tokens", args->min_tokens, "--synthetic: shortest document");
+
+  auto run = [args, cmd] {
+    if (args->synthetic) return run_synthetic(*args, cmd->count("--seed") > 0);
+    if (args->jsonl.input.empty())
+      throw Error("prepare: give a JSONL file (or --synthetic)");
+    run_jsonl(args->jsonl);
+  };
+  return {cmd, run};
+}
+
+}  // namespace temper

@@ -1,0 +1,226 @@
+#include "data/prepare.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <variant>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "data/dataset.h"
+#include "data/jsonl_examples.h"
+
+namespace temper {
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+bool blank(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return is_ascii_space(c); });
+}
+
+// The share of documents held out: round(n × fraction), at least one when the fraction is
+// positive and there are two or more documents, never all of them.
+std::vector<uint8_t> split_documents(size_t n, double fraction, uint64_t seed) {
+  std::vector<uint8_t> split(n, 0);
+  if (n < 2 || fraction <= 0) return split;
+  size_t k = std::clamp<size_t>(size_t(std::llround(double(n) * fraction)), 1, n - 1);
+  std::vector<uint32_t> order(n);
+  std::iota(order.begin(), order.end(), 0u);
+  Rng rng(rng_stream(seed, RngPurpose::Data, 0x53504c54u));  // "SPLT": not a loader epoch
+  for (size_t i = 0; i < k; ++i) std::swap(order[i], order[i + rng.below(n - i)]);
+  for (size_t i = 0; i < k; ++i) split[order[i]] = 1;
+  return split;
+}
+
+}  // namespace
+
+std::vector<size_t> token_end_offsets(const Tokenizer& tok, std::span<const int32_t> ids,
+                                      std::string_view text) {
+  std::vector<size_t> ends;
+  ends.reserve(ids.size());
+  size_t pos = 0;
+  for (size_t k = 0; k < ids.size(); ++k) {
+    const std::string piece = tok.decode_bytes(ids.subspan(k, 1));
+    std::string_view p = piece;
+    if (text.compare(pos, p.size(), p) != 0) {
+      size_t at = pos;
+      // A leading space the text does not have (SentencePiece's dummy prefix).
+      while (!p.empty() && p[0] == ' ' && (at >= text.size() || text[at] != ' ')) p.remove_prefix(1);
+      // Spaces the token swallowed (an added token's lstrip / rstrip).
+      while (at < text.size() && is_ascii_space(text[at]) && text.compare(at, p.size(), p) != 0) ++at;
+      if (text.compare(at, p.size(), p) != 0)
+        fail("cannot line token {} (id {}, '{}') up with the text at byte {}: the tokenizer does "
+             "not reproduce its input",
+             k, ids[k], piece, pos);
+      pos = at;
+    }
+    pos += p.size();
+    ends.push_back(pos);
+  }
+  return ends;
+}
+
+DocumentTokenizer::DocumentTokenizer(ModelTokenizer tokenizer, std::optional<ChatTemplate> chat)
+    : mt_(std::move(tokenizer)), chat_(std::move(chat)) {}
+
+DocumentTokenizer::Doc DocumentTokenizer::text(std::string_view text) const {
+  if (!mt_.eos_id) fail("the tokenizer has no EOS token, which text documents end with");
+  Doc d;
+  if (mt_.add_bos && mt_.bos_id) d.tokens.push_back(uint32_t(*mt_.bos_id));
+  for (int32_t id : mt_.tokenizer.encode(text)) d.tokens.push_back(uint32_t(id));
+  d.tokens.push_back(uint32_t(*mt_.eos_id));
+  d.mask.assign(d.tokens.size(), 1);
+  d.mask[0] = 0;  // the first token is never a target
+  return d;
+}
+
+DocumentTokenizer::Doc DocumentTokenizer::conversation(std::span<const ChatMessage> messages) const {
+  TEMPER_CHECK(chat_.has_value(), "conversation without a chat template");
+  const std::vector<ChatSpan> spans = render_chat_spans(*chat_, messages, false);
+  std::string text;
+  std::vector<std::pair<size_t, size_t>> trained;  // [begin, end) byte ranges
+  for (const ChatSpan& s : spans) {
+    if (s.trainable) trained.push_back({text.size(), text.size() + s.text.size()});
+    text += s.text;
+  }
+  const std::vector<int32_t> ids = mt_.tokenizer.encode(text);
+  const std::vector<size_t> ends = token_end_offsets(mt_.tokenizer, ids, text);
+  Doc d;
+  d.tokens.assign(ids.begin(), ids.end());
+  d.mask.assign(ids.size(), 0);
+  size_t r = 0, begin = 0;
+  for (size_t k = 0; k < ids.size(); begin = ends[k], ++k) {
+    // Token k covers [begin, ends[k]); trained if that overlaps a trained range.
+    while (r < trained.size() && trained[r].second <= begin) ++r;
+    if (r < trained.size() && trained[r].first < std::max(ends[k], begin + 1)) d.mask[k] = 1;
+  }
+  d.mask[0] = 0;
+  return d;
+}
+
+PrepareStats prepare_jsonl(const PrepareOptions& o,
+                           const std::function<void(const PrepareStats&)>& progress) {
+  const auto start = std::chrono::steady_clock::now();
+  if (o.val_fraction < 0 || o.val_fraction >= 1)
+    fail("--val-fraction must be in [0, 1), got {}", o.val_fraction);
+  if (o.max_tokens < 0) fail("--max-tokens must be positive, got {}", o.max_tokens);
+  if (o.model.empty()) fail("prepare: --model (a Hugging Face model directory or .gguf) is required");
+  std::error_code ec;
+  if (!fs::is_regular_file(o.input, ec)) fail("{}: no such file", o.input);
+  std::ifstream in(o.input, std::ios::binary);
+  if (!in) fail("{}: cannot open the input file", o.input);
+
+  PrepareStats st;
+  st.bytes_total = fs::file_size(o.input);
+  ModelTokenizer mt = load_model_tokenizer(o.model);
+
+  // Lines are read in blocks, parsed and tokenized in parallel, then appended in order.
+  constexpr size_t kBlock = 2048;
+  std::optional<JsonlFormat> format;
+  if (o.format != "auto") format = jsonl_format_from_name(o.format);
+  std::optional<DocumentTokenizer> tokenizer;
+  TokenDataset data;
+  std::string line;
+  int64_t line_no = 0;
+  bool eof = false;
+
+  auto bad_line = [&](int64_t no, const std::string& why) {
+    const std::string msg = fmt::format("{}:{}: {}", o.input, no, why);
+    if (!o.skip_bad) fail("{} (--skip-bad skips such lines)", msg);
+    if (st.bad_lines++ == 0) st.first_bad = msg;
+  };
+  // The format (auto: from the first line that has a known key) and the template decide
+  // how every line is read.
+  auto start_reading = [&](const std::string& first, int64_t no) {
+    if (!format) {
+      try {
+        format = guess_jsonl_format(first);
+      } catch (const Error& e) {
+        ++st.lines;
+        bad_line(no, e.what());
+        return;
+      }
+    }
+    if (*format == JsonlFormat::Text && !mt.eos_id)
+      fail("{}: the tokenizer has no EOS token, which text documents end with", o.model);
+    std::optional<ChatTemplate> chat;
+    if (*format != JsonlFormat::Text) {
+      chat = o.chat_template.empty()
+                 ? detect_chat_template(mt.chat_template, o.model + " (its chat template)")
+                 : chat_template_by_name(o.chat_template);
+      st.chat_template = chat->name;
+    }
+    st.format = jsonl_format_name(*format);
+    tokenizer.emplace(mt, chat);
+  };
+
+  while (!eof) {
+    std::vector<std::pair<int64_t, std::string>> block;
+    while (block.size() < kBlock) {
+      if (!std::getline(in, line)) {
+        eof = true;
+        break;
+      }
+      ++line_no;
+      st.bytes_read += line.size() + 1;
+      if (line_no == 1 && line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);  // UTF-8 BOM
+      if (blank(line)) continue;
+      if (!tokenizer) start_reading(line, line_no);
+      if (tokenizer) block.emplace_back(line_no, std::move(line));
+    }
+    // Parse and tokenize; a failure is kept as its message, reported in line order.
+    std::vector<std::variant<DocumentTokenizer::Doc, std::string>> done(block.size());
+#pragma omp parallel for schedule(dynamic, 16)
+    for (size_t i = 0; i < block.size(); ++i) {
+      try {
+        Example e = parse_example(block[i].second, *format);
+        done[i] = *format == JsonlFormat::Text ? tokenizer->text(e.text)
+                                               : tokenizer->conversation(e.messages);
+      } catch (const std::exception& e) {
+        done[i] = std::string(e.what());
+      }
+    }
+    for (size_t i = 0; i < block.size(); ++i) {
+      ++st.lines;
+      if (auto* why = std::get_if<std::string>(&done[i])) {
+        bad_line(block[i].first, *why);
+        continue;
+      }
+      auto& d = std::get<DocumentTokenizer::Doc>(done[i]);
+      if (o.max_tokens > 0 && int64_t(d.tokens.size()) > o.max_tokens) {
+        d.tokens.resize(size_t(o.max_tokens));
+        d.mask.resize(size_t(o.max_tokens));
+        ++st.truncated;
+      }
+      st.tokens += int64_t(d.tokens.size());
+      st.trained_tokens += std::count(d.mask.begin(), d.mask.end(), 1);
+      data.add(d.tokens, d.mask, false);
+    }
+    st.documents = int64_t(data.documents());
+    st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (progress) progress(st);
+  }
+  if (!in.eof()) fail("{}: read error after line {}", o.input, line_no);
+  if (data.documents() == 0)
+    fail("{}: no documents ({} lines, {} bad)", o.input, line_no, st.bad_lines);
+
+  data.split = split_documents(data.documents(), o.val_fraction, o.seed);
+  st.validation_documents = std::count(data.split.begin(), data.split.end(), 1);
+  data.vocab_size = mt.tokenizer.vocab_size();
+  data.eos_id = mt.eos_id ? *mt.eos_id : -1;
+  data.tokenizer_fingerprint = mt.tokenizer.fingerprint();
+  data.source_format = st.format;
+  data.chat_template = st.chat_template;
+  data.creator_version = TEMPER_VERSION;
+  write_token_dataset(o.out, data);
+  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return st;
+}
+
+}  // namespace temper

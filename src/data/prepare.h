@@ -1,0 +1,73 @@
+// `temper prepare`: JSON Lines -> HDF5 token dataset (DESIGN §7).
+//
+// text examples: [BOS when the tokenizer adds one] + tokens + EOS, every token trained.
+// alpaca / chat / sharegpt examples: the conversation rendered through the chat template
+// (render_chat, no generation prompt) and encoded as one string, so the ids equal the
+// tokenizer's encoding of the rendered text; only the assistant turns' tokens and their
+// end-of-turn markers are trained (a token is trained when any of its bytes lies in an
+// assistant span). Documents are assigned to train/validation by a seeded shuffle.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "data/chat_template.h"
+#include "data/model_tokenizer.h"
+
+namespace temper {
+
+struct PrepareOptions {
+  std::string input;            // .jsonl file
+  std::string model;            // Hugging Face model directory or .gguf: tokenizer + template
+  std::string format = "auto";  // text | alpaca | chat | sharegpt | auto (from the first line)
+  std::string out;              // .h5 file
+  std::string chat_template;    // a template name; empty = detect from the model's template
+  double val_fraction = 0.05;   // share of documents held out for validation
+  uint64_t seed = 0;            // of the train/validation split
+  bool skip_bad = false;        // skip and count bad lines instead of stopping at the first
+  int64_t max_tokens = 0;       // > 0: longer documents are cut to this many tokens
+};
+
+struct PrepareStats {
+  std::string format, chat_template;
+  int64_t lines = 0, documents = 0, validation_documents = 0;
+  int64_t tokens = 0, trained_tokens = 0, bad_lines = 0, truncated = 0;
+  uint64_t bytes_read = 0, bytes_total = 0;
+  double seconds = 0;
+  std::string first_bad;  // file:line: reason of the first skipped line
+};
+
+// Reads options.input, writes options.out. Errors name file:line and the reason.
+// `progress` (optional) is called from the calling thread after each block of lines.
+PrepareStats prepare_jsonl(const PrepareOptions& options,
+                           const std::function<void(const PrepareStats&)>& progress = {});
+
+// Turns examples into (tokens, loss mask) documents for one tokenizer.
+class DocumentTokenizer {
+ public:
+  // `chat` is needed for conversations only.
+  DocumentTokenizer(ModelTokenizer tokenizer, std::optional<ChatTemplate> chat);
+  struct Doc {
+    std::vector<uint32_t> tokens;
+    std::vector<uint8_t> mask;  // 1 = trained (a target of the previous position)
+  };
+  Doc text(std::string_view text) const;
+  Doc conversation(std::span<const ChatMessage> messages) const;
+  const ModelTokenizer& model_tokenizer() const { return mt_; }
+
+ private:
+  ModelTokenizer mt_;
+  std::optional<ChatTemplate> chat_;
+};
+
+// Byte offset in `text` where each token of `ids` (the encoding of `text`) ends. Tolerates
+// whitespace that the tokens and the text disagree on (SentencePiece's dummy prefix, added
+// tokens that strip spaces); otherwise a mismatch is a temper::Error.
+std::vector<size_t> token_end_offsets(const Tokenizer& tokenizer, std::span<const int32_t> ids,
+                                      std::string_view text);
+
+}  // namespace temper

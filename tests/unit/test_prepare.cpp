@@ -1,0 +1,237 @@
+// `temper prepare` without an outside reference (ids and masks against transformers are in
+// reference/test_prepare_reference.cpp): bad lines name file:line and the reason or are
+// skipped and counted, the format is told from the keys, the split is deterministic in the
+// seed, text documents get EOS (and BOS when the tokenizer adds one), --max-tokens cuts.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "data/dataset.h"
+#include "data/jsonl_examples.h"
+#include "data/prepare.h"
+#include "data/tokenizer.h"
+#include "support/test_util.h"
+
+namespace temper {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A model directory with a byte-level tokenizer (every byte a token, no merges), ChatML
+// special tokens and a ChatML chat template.
+fs::path byte_model(const std::string& name, bool add_bos) {
+  const fs::path dir = test::temp_dir(name);
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; ++b) vocab[tokenizer_detail::byte_to_unicode(uint8_t(b))] = b;
+  nlohmann::json added = nlohmann::json::array();
+  const char* specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+  for (int i = 0; i < 3; ++i)
+    added.push_back({{"id", 256 + i}, {"content", specials[i]}, {"single_word", false},
+                     {"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", true}});
+  nlohmann::json tok = {
+      {"version", "1.0"}, {"added_tokens", added}, {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
+                         {"use_regex", true}}},
+      {"post_processor", nullptr},
+      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true},
+                   {"use_regex", true}}},
+      {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
+                 {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
+                 {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", vocab},
+                 {"merges", nlohmann::json::array()}}}};
+  std::ofstream(dir / "tokenizer.json") << tok.dump();
+  nlohmann::json cfg = {
+      {"eos_token", "<|im_end|>"}, {"bos_token", "<|endoftext|>"}, {"add_bos_token", add_bos},
+      {"chat_template", "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + "
+                        "m['content'] + '<|im_end|>\\n'}}{% endfor %}"}};
+  std::ofstream(dir / "tokenizer_config.json") << cfg.dump();
+  return dir;
+}
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(JsonlExamples, EveryKindOfBadLineHasAReason) {
+  struct Case {
+    JsonlFormat format;
+    const char* line;
+    const char* reason;
+  };
+  const Case cases[] = {
+      {JsonlFormat::Text, R"({"text": "a")", "invalid JSON"},
+      {JsonlFormat::Text, R"([1, 2])", "expected a JSON object, got array"},
+      {JsonlFormat::Text, R"({"txt": "a"})", "missing \"text\""},
+      {JsonlFormat::Text, R"({"text": 5})", "\"text\" must be a string, got number"},
+      {JsonlFormat::Text, R"({"text": ""})", "\"text\" is empty"},
+      {JsonlFormat::Alpaca, R"({"instruction": "a"})", "missing \"output\""},
+      {JsonlFormat::Alpaca, R"({"instruction": "a", "input": 3, "output": "b"})",
+       "\"input\" must be a string"},
+      {JsonlFormat::Chat, R"({"messages": []})", "\"messages\" is empty"},
+      {JsonlFormat::Chat, R"({"messages": {"role": "user"}})", "\"messages\" must be an array"},
+      {JsonlFormat::Chat, R"({"messages": [{"role": "robot", "content": "x"}]})",
+       "messages[0]: unknown role 'robot'"},
+      {JsonlFormat::Chat, R"({"messages": [{"role": "user", "content": null}]})",
+       "messages[0]: \"content\" must be a string, got null"},
+      {JsonlFormat::Chat, R"({"messages": [{"role": "user", "content": "hi"}]})",
+       "no assistant turn"},
+      {JsonlFormat::Chat, R"({"messages": ["hi"]})", "messages[0]: expected an object"},
+      {JsonlFormat::ShareGPT, R"({"conversations": [{"from": "human", "value": "a"},
+        {"from": "bot", "value": "b"}]})", "conversations[1]: unknown from 'bot'"},
+  };
+  for (const Case& c : cases) {
+    const std::string e = error_of([&] { parse_example(c.line, c.format); });
+    EXPECT_NE(e.find(c.reason), std::string::npos) << c.line << " -> " << e;
+  }
+  // Good lines of each format, and their conversations.
+  Example a = parse_example(R"({"instruction": "Sum", "input": "1 2", "output": "3"})",
+                            JsonlFormat::Alpaca);
+  ASSERT_EQ(a.messages.size(), 2u);
+  EXPECT_EQ(a.messages[0].content, "Sum\n\n1 2");
+  EXPECT_EQ(a.messages[1].role, "assistant");
+  Example s = parse_example(R"({"conversations": [{"from": "system", "value": "s"},
+      {"from": "human", "value": "h"}, {"from": "gpt", "value": "g"}], "id": 1})",
+                            JsonlFormat::ShareGPT);
+  ASSERT_EQ(s.messages.size(), 3u);
+  EXPECT_EQ(s.messages[1].role, "user");
+  EXPECT_EQ(s.messages[2].role, "assistant");
+  EXPECT_EQ(guess_jsonl_format(R"({"messages": []})"), JsonlFormat::Chat);
+  EXPECT_EQ(guess_jsonl_format(R"({"conversations": []})"), JsonlFormat::ShareGPT);
+  EXPECT_EQ(guess_jsonl_format(R"({"instruction": "", "output": ""})"), JsonlFormat::Alpaca);
+  EXPECT_EQ(guess_jsonl_format(R"({"text": ""})"), JsonlFormat::Text);
+  EXPECT_NE(error_of([] { guess_jsonl_format(R"({"prompt": ""})"); }).find("--format"),
+            std::string::npos);
+}
+
+TEST(Prepare, BadLinesStopWithFileAndLineOrAreSkippedAndCounted) {
+  const fs::path model = byte_model("prepare_bad_model", false);
+  const fs::path dir = test::temp_dir("prepare_bad");
+  const std::string jsonl = (dir / "chat.jsonl").string();
+  std::ofstream(jsonl) << R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})"
+                       << "\n\n"  // a blank line: ignored, but counted for line numbers
+                       << R"({"messages": [{"role": "user", "content": "hi"})" << "\n"
+                       << R"({"messages": [{"role": "wizard", "content": "x"}]})" << "\n"
+                       << R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})"
+                       << "\n";
+  PrepareOptions o;
+  o.input = jsonl;
+  o.model = model.string();
+  o.out = (dir / "out.h5").string();
+  std::string e = error_of([&] { prepare_jsonl(o); });
+  EXPECT_NE(e.find(jsonl + ":3: invalid JSON"), std::string::npos) << e;
+  EXPECT_NE(e.find("--skip-bad"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(o.out));
+
+  o.skip_bad = true;
+  PrepareStats st = prepare_jsonl(o);
+  EXPECT_EQ(st.bad_lines, 2);
+  EXPECT_EQ(st.documents, 2);
+  EXPECT_EQ(st.lines, 4);
+  EXPECT_EQ(st.format, "chat");
+  EXPECT_EQ(st.chat_template, "chatml");
+  EXPECT_NE(st.first_bad.find(jsonl + ":3:"), std::string::npos) << st.first_bad;
+  EXPECT_EQ(read_token_dataset(o.out).documents(), 2u);
+
+  // A model without a recognisable template: the error names it and the option.
+  o.chat_template = "";
+  std::ofstream(model / "tokenizer_config.json") << R"({"eos_token": "<|im_end|>",
+      "chat_template": "{{ messages }}"})";
+  e = error_of([&] { prepare_jsonl(o); });
+  EXPECT_NE(e.find(model.string()), std::string::npos) << e;
+  EXPECT_NE(e.find("--chat-template"), std::string::npos) << e;
+  o.chat_template = "qwen2";  // by name instead
+  EXPECT_EQ(prepare_jsonl(o).chat_template, "qwen2");
+
+  o.input = (dir / "missing.jsonl").string();
+  e = error_of([&] { prepare_jsonl(o); });
+  EXPECT_NE(e.find("missing.jsonl"), std::string::npos) << e;
+}
+
+TEST(Prepare, TextDocumentsEndWithEosAndStartWithBosWhenTheTokenizerAddsOne) {
+  const fs::path dir = test::temp_dir("prepare_text");
+  const std::string jsonl = (dir / "text.jsonl").string();
+  std::ofstream(jsonl) << R"({"text": "abc"})" << "\n" << R"({"text": "hello world"})" << "\n";
+  for (bool bos : {false, true}) {
+    const fs::path model = byte_model(bos ? "prepare_text_bos" : "prepare_text_nobos", bos);
+    const Tokenizer tok = Tokenizer::from_file(model / "tokenizer.json");
+    PrepareOptions o;
+    o.input = jsonl;
+    o.model = model.string();
+    o.out = (dir / (bos ? "bos.h5" : "nobos.h5")).string();
+    o.val_fraction = 0;
+    PrepareStats st = prepare_jsonl(o);
+    EXPECT_EQ(st.format, "text");  // from the keys
+    const TokenDataset d = read_token_dataset(o.out);
+    ASSERT_EQ(d.documents(), 2u);
+    std::vector<uint32_t> want;
+    if (bos) want.push_back(uint32_t(*tok.token_to_id("<|endoftext|>")));
+    for (int32_t id : tok.encode("abc")) want.push_back(uint32_t(id));
+    want.push_back(uint32_t(*tok.token_to_id("<|im_end|>")));
+    EXPECT_EQ(std::vector<uint32_t>(d.tokens.begin(), d.tokens.begin() + int64_t(d.doc_offsets[1])), want);
+    EXPECT_EQ(d.eos_id, *tok.token_to_id("<|im_end|>"));
+    EXPECT_EQ(d.tokenizer_fingerprint, tok.fingerprint());
+    EXPECT_EQ(d.source_format, "text");
+    EXPECT_EQ(d.chat_template, "");
+    // Every token but a document's first is trained.
+    for (size_t i = 0; i < d.tokens.size(); ++i) {
+      const bool first = std::find(d.doc_offsets.begin(), d.doc_offsets.end(), i) != d.doc_offsets.end();
+      EXPECT_EQ(d.loss_mask[i], first ? 0 : 1) << i;
+    }
+    EXPECT_EQ(st.trained_tokens, int64_t(d.tokens.size()) - 2);
+  }
+}
+
+TEST(Prepare, SplitIsDeterministicInTheSeedAndMaxTokensCuts) {
+  const fs::path model = byte_model("prepare_split_model", false);
+  const fs::path dir = test::temp_dir("prepare_split");
+  const std::string jsonl = (dir / "alpaca.jsonl").string();
+  {
+    std::ofstream f(jsonl);
+    for (int i = 0; i < 200; ++i)
+      f << nlohmann::json({{"instruction", "Count to " + std::to_string(i)}, {"input", ""},
+                           {"output", std::string(size_t(i % 50), 'x')}}).dump() << "\n";
+  }
+  // Lengths without a cut, to know which documents --max-tokens 60 must cut.
+  PrepareOptions full;
+  full.input = jsonl;
+  full.model = model.string();
+  full.out = (dir / "full.h5").string();
+  prepare_jsonl(full);
+  const TokenDataset uncut = read_token_dataset(full.out);
+  int64_t over = 0;
+  for (size_t i = 0; i + 1 < uncut.doc_offsets.size(); ++i)
+    over += uncut.doc_offsets[i + 1] - uncut.doc_offsets[i] > 60;
+  ASSERT_GT(over, 50);
+
+  auto split_of = [&](uint64_t seed, const std::string& name) {
+    PrepareOptions o = full;
+    o.out = (dir / name).string();
+    o.seed = seed;
+    o.val_fraction = 0.1;
+    o.max_tokens = 60;
+    PrepareStats st = prepare_jsonl(o);
+    EXPECT_EQ(st.format, "alpaca");
+    EXPECT_EQ(st.validation_documents, 20);
+    EXPECT_EQ(st.truncated, over);
+    const TokenDataset d = read_token_dataset(o.out);
+    for (size_t i = 0; i + 1 < d.doc_offsets.size(); ++i) {
+      const uint64_t n = d.doc_offsets[i + 1] - d.doc_offsets[i];
+      const uint64_t n_full = uncut.doc_offsets[i + 1] - uncut.doc_offsets[i];
+      EXPECT_EQ(n, std::min<uint64_t>(n_full, 60)) << i;
+    }
+    return d.split;
+  };
+  const auto a = split_of(1, "a.h5"), b = split_of(1, "b.h5"), c = split_of(2, "c.h5");
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+}
+
+}  // namespace
+}  // namespace temper
