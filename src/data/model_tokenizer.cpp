@@ -26,15 +26,9 @@ std::string read_text(const fs::path& p) {
   return ss.str();
 }
 
-bool is_gguf(const fs::path& p) {
-  if (p.extension() == ".gguf") return true;
-  char magic[4] = {};
-  std::ifstream f(p, std::ios::binary);
-  return f.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
-}
+}  // namespace
 
-ModelTokenizer from_gguf_file(const fs::path& path) {
-  const GgufFile f = read_gguf(path.string(), /*read_tensor_data=*/false);
+ModelTokenizer load_model_tokenizer(const GgufFile& f) {
   ModelTokenizer m{Tokenizer::from_gguf(f)};
   if (f.has("tokenizer.chat_template")) m.chat_template = f.get_string("tokenizer.chat_template");
   m.bos_id = m.tokenizer.bos_id();
@@ -43,9 +37,11 @@ ModelTokenizer from_gguf_file(const fs::path& path) {
   const std::string key = "tokenizer.ggml.add_bos_token";
   m.add_bos = f.has(key) ? f.get_bool(key) : m.tokenizer.model_kind() == "sentencepiece";
   if (m.add_bos && !m.bos_id)
-    fail("{}: metadata key '{}' is true but there is no tokenizer.ggml.bos_token_id", path.string(), key);
+    fail("{}: metadata key '{}' is true but there is no tokenizer.ggml.bos_token_id", f.path, key);
   return m;
 }
+
+namespace {
 
 // A special-token entry of tokenizer_config.json: "text" or {"content": "text", ...}.
 std::optional<std::string> token_text(const json& cfg, const char* key, const std::string& src) {
@@ -126,10 +122,17 @@ ModelTokenizer from_directory(const fs::path& dir) {
 
 }  // namespace
 
+bool is_gguf_file(const fs::path& p) {
+  if (p.extension() == ".gguf") return true;
+  char magic[4] = {};
+  std::ifstream f(p, std::ios::binary);
+  return f.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
+}
+
 ModelTokenizer load_model_tokenizer(const fs::path& model) {
   if (fs::is_directory(model)) return from_directory(model);
   if (!fs::exists(model)) fail("{}: no such model directory or .gguf file", model.string());
-  if (is_gguf(model)) return from_gguf_file(model);
+  if (is_gguf_file(model)) return load_model_tokenizer(read_gguf(model.string(), /*read_tensor_data=*/false));
   fail("{}: not a model directory (with tokenizer.json or tokenizer.model) or a .gguf file",
        model.string());
 }

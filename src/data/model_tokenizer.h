@@ -12,6 +12,8 @@
 
 namespace temper {
 
+struct GgufFile;
+
 struct ModelTokenizer {
   Tokenizer tokenizer;
   std::string chat_template = {};  // Jinja text from tokenizer_config.json or GGUF; empty if none
@@ -21,5 +23,9 @@ struct ModelTokenizer {
 
 // A Hugging Face model directory or a .gguf file. Errors name the file and the key.
 ModelTokenizer load_model_tokenizer(const std::filesystem::path& model);
+// A .gguf file: by extension, else by its "GGUF" magic.
+bool is_gguf_file(const std::filesystem::path& path);
+// The tokenizer of a GGUF file already read (read_gguf without tensor data will do).
+ModelTokenizer load_model_tokenizer(const GgufFile& file);
 
 }  // namespace temper

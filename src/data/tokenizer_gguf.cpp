@@ -39,12 +39,10 @@ bool bool_or(const GgufFile& f, const std::string& key, bool dflt) {
   return f.has(key) ? f.get_bool(key) : dflt;
 }
 
-std::optional<int32_t> id_or_none(const GgufFile& f, const std::string& key, size_t n_tokens) {
-  if (!f.has(key)) return std::nullopt;
-  const int64_t id = f.get_int(key);
-  if (id < 0 || uint64_t(id) >= n_tokens)
-    fail("{}: metadata key '{}': id {} is outside the {} tokens", f.path, key, id, n_tokens);
-  return int32_t(id);
+std::vector<std::string> gguf_tokens(const GgufFile& f) {
+  std::vector<std::string> tokens = f.get_string_array("tokenizer.ggml.tokens");
+  if (tokens.empty()) fail("{}: metadata key 'tokenizer.ggml.tokens': no tokens", f.path);
+  return tokens;
 }
 
 std::vector<int64_t> token_types(const GgufFile& f, size_t n_tokens, bool required) {
@@ -62,8 +60,19 @@ std::vector<int64_t> token_types(const GgufFile& f, size_t n_tokens, bool requir
   return types;
 }
 
-std::shared_ptr<Tokenizer::Impl> llama_tokenizer(const GgufFile& f,
-                                                 const std::vector<std::string>& tokens) {
+}  // namespace
+
+std::optional<int32_t> tokenizer_detail::gguf_token_id(const GgufFile& f, const std::string& key,
+                                                       size_t n_tokens) {
+  if (!f.has(key)) return std::nullopt;
+  const int64_t id = f.get_int(key);
+  if (id < 0 || uint64_t(id) >= n_tokens)
+    fail("{}: metadata key '{}': id {} is outside the {} tokens", f.path, key, id, n_tokens);
+  return int32_t(id);
+}
+
+SpSpec tokenizer_detail::gguf_sentencepiece_spec(const GgufFile& f) {
+  const std::vector<std::string> tokens = gguf_tokens(f);
   const std::string skey = "tokenizer.ggml.scores";
   const GgufValue& scores = f.get(skey);
   if (scores.type != GgufValueType::ARRAY || scores.array.size() != tokens.size())
@@ -85,13 +94,13 @@ std::shared_ptr<Tokenizer::Impl> llama_tokenizer(const GgufFile& f,
   // llama.cpp's defaults for SentencePiece vocabularies.
   spec.add_dummy_prefix = bool_or(f, "tokenizer.ggml.add_space_prefix", true);
   spec.remove_extra_whitespaces = bool_or(f, "tokenizer.ggml.remove_extra_whitespaces", false);
-  spec.bos = id_or_none(f, "tokenizer.ggml.bos_token_id", tokens.size());
-  spec.eos = id_or_none(f, "tokenizer.ggml.eos_token_id", tokens.size());
-  return with_context(f.path, [&] { return make_sentencepiece(std::move(spec), f.path); });
+  spec.bos = gguf_token_id(f, "tokenizer.ggml.bos_token_id", tokens.size());
+  spec.eos = gguf_token_id(f, "tokenizer.ggml.eos_token_id", tokens.size());
+  return spec;
 }
 
-std::shared_ptr<Tokenizer::Impl> gpt2_tokenizer(const GgufFile& f,
-                                                const std::vector<std::string>& tokens) {
+json tokenizer_detail::gguf_bpe_tokenizer_json(const GgufFile& f) {
+  const std::vector<std::string> tokens = gguf_tokens(f);
   const std::string pkey = "tokenizer.ggml.pre";
   if (!f.has(pkey))
     fail("{}: metadata key '{}' not found: cannot tell which pre-tokenizer split the model uses",
@@ -134,35 +143,42 @@ std::shared_ptr<Tokenizer::Impl> gpt2_tokenizer(const GgufFile& f,
       fail("{}: metadata key '{}'[{}]: \"{}\", \"{}\" or \"{}\" is not a token", f.path, mkey, r,
            a, b, a + b);
   }
-  j["model"] = {{"type", "BPE"}, {"vocab", std::move(vocab)}, {"merges", merges},
-                {"ignore_merges", ignore_merges}, {"unk_token", nullptr}};
+  j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
+                {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
+                {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", ignore_merges},
+                {"vocab", std::move(vocab)}, {"merges", merges}};
   // Control tokens were the special added tokens, user-defined ones the other added tokens.
   const std::vector<int64_t> types = token_types(f, tokens.size(), false);
   json added = json::array();
   for (size_t i = 0; i < tokens.size(); ++i)
     if (types[i] == kSpControl || types[i] == kSpUserDefined)
-      added.push_back({{"id", i}, {"content", tokens[i]}, {"special", types[i] == kSpControl},
-                       {"normalized", false}});
+      added.push_back({{"id", i}, {"content", tokens[i]}, {"single_word", false},
+                       {"lstrip", false}, {"rstrip", false}, {"normalized", false},
+                       {"special", types[i] == kSpControl}});
   j["added_tokens"] = std::move(added);
-  j["decoder"] = {{"type", "ByteLevel"}};
-  auto impl = with_context(f.path, [&] { return tokenizer_from_json(j, f.path); });
-  impl->bos = id_or_none(f, "tokenizer.ggml.bos_token_id", tokens.size());
-  impl->eos = id_or_none(f, "tokenizer.ggml.eos_token_id", tokens.size());
-  return impl;
+  j["decoder"] = byte_level(true);  // tokenizers wants every ByteLevel field; decoding ignores them
+  j["post_processor"] = nullptr;
+  return j;
 }
 
-}  // namespace
-
-Tokenizer Tokenizer::from_gguf(const GgufFile& f) {
+std::string tokenizer_detail::gguf_tokenizer_model(const GgufFile& f) {
   const std::string key = "tokenizer.ggml.model";
   if (!f.has(key)) fail("{}: metadata key '{}' not found: the file has no tokenizer", f.path, key);
   const std::string model = f.get_string(key);
   if (model != "llama" && model != "gpt2")
     fail("{}: metadata key '{}': unsupported tokenizer model \"{}\" (supported: llama, gpt2)",
          f.path, key, model);
-  const std::vector<std::string> tokens = f.get_string_array("tokenizer.ggml.tokens");
-  if (tokens.empty()) fail("{}: metadata key 'tokenizer.ggml.tokens': no tokens", f.path);
-  return from_impl(model == "llama" ? llama_tokenizer(f, tokens) : gpt2_tokenizer(f, tokens));
+  return model;
+}
+
+Tokenizer Tokenizer::from_gguf(const GgufFile& f) {
+  if (gguf_tokenizer_model(f) == "llama")
+    return from_impl(with_context(f.path, [&] { return make_sentencepiece(gguf_sentencepiece_spec(f), f.path); }));
+  auto impl = with_context(f.path, [&] { return tokenizer_from_json(gguf_bpe_tokenizer_json(f), f.path); });
+  const size_t n_tokens = impl->tokens.size();
+  impl->bos = gguf_token_id(f, "tokenizer.ggml.bos_token_id", n_tokens);
+  impl->eos = gguf_token_id(f, "tokenizer.ggml.eos_token_id", n_tokens);
+  return from_impl(std::move(impl));
 }
 
 }  // namespace temper

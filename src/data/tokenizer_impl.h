@@ -1,6 +1,7 @@
 // Tokenizer internals shared by tokenizer.cpp (tokenizer.json loading), tokenizer_encode.cpp
 // (the encode / decode pipeline), sentencepiece.cpp (tokenizer.model and the score-based
-// BPE) and tokenizer_gguf.cpp (GGUF metadata). Not part of the public interface.
+// BPE) and tokenizer_gguf.cpp (GGUF metadata), and tokenizer_export.cpp. Not part of the
+// public interface.
 #pragma once
 #include <array>
 #include <memory>
@@ -103,6 +104,16 @@ std::shared_ptr<Tokenizer::Impl> make_sentencepiece(SpSpec spec, const std::stri
 // A parsed tokenizer.json (or the equivalent built from GGUF metadata); errors are prefixed
 // by the caller's context.
 std::shared_ptr<Tokenizer::Impl> tokenizer_from_json(const nlohmann::json& j, const std::string& source);
+
+// GGUF tokenizer metadata (tokenizer_gguf.cpp); errors name the file and the key.
+// tokenizer.ggml.model, checked to be "llama" or "gpt2".
+std::string gguf_tokenizer_model(const GgufFile& f);
+// "llama": the SentencePiece pieces, flags and BOS / EOS (validated by make_sentencepiece).
+SpSpec gguf_sentencepiece_spec(const GgufFile& f);
+// "gpt2": the tokenizer.json of the model it was converted from (no post-processor).
+nlohmann::json gguf_bpe_tokenizer_json(const GgufFile& f);
+// A token id metadata key (tokenizer.ggml.bos_token_id, ...), checked against n_tokens.
+std::optional<int32_t> gguf_token_id(const GgufFile& f, const std::string& key, size_t n_tokens);
 
 uint64_t fnv1a(std::string_view s, uint64_t seed);
 std::string hex_fingerprint(std::string_view text);  // 32 hex digits (two FNV-1a hashes)

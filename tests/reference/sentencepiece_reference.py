@@ -189,6 +189,7 @@ def smollm_variants(out_dir, cases):
 def write_llama_gguf(path, proto, chat_template):
     """A vocab-only llama GGUF as llama.cpp's converter writes a SentencePiece vocab."""
     w = gguf.GGUFWriter(path, "llama")
+    w.add_name("mistral-vocab")  # transformers' GGUF loader requires general.name
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
     w.add_token_list([p.piece.encode("utf-8") for p in proto.pieces])

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "data/model_tokenizer.h"
 #include "data/tokenizer.h"
+#include "data/tokenizer_export.h"
 #include "io/gguf.h"
 #include "support/test_util.h"
 
@@ -345,6 +346,28 @@ TEST(SentencePiece, ModelTokenizerDirectory) {
   std::ofstream(dir / "tokenizer_config.json") << "{ broken";
   expect_error([&] { load_model_tokenizer(dir); }, {"tokenizer_config.json", "invalid JSON"});
   expect_error([&] { load_model_tokenizer(dir / "missing.gguf"); }, {"missing.gguf"});
+}
+
+// save_hf_tokenizer_files from a model directory copies the tokenizer files there (from a
+// GGUF: tests/reference/test_tokenizer_export_reference.cpp, against Hugging Face).
+TEST(SentencePiece, ExportCopiesDirectoryTokenizerFiles) {
+  const auto dir = test::temp_dir("tokenizer_export_dir");
+  const auto model = dir / "model", out = dir / "out" / "final";
+  std::filesystem::create_directories(model);
+  std::ofstream(model / "tokenizer.model", std::ios::binary) << tiny_model();
+  std::ofstream(model / "tokenizer_config.json") << R"({"add_bos_token": false, "chat_template": "T"})";
+  std::ofstream(model / "config.json") << "{}";  // not a tokenizer file: not copied
+  const auto written = save_hf_tokenizer_files(model, out);
+  EXPECT_EQ(written.size(), 2u);
+  EXPECT_FALSE(std::filesystem::exists(out / "config.json"));
+  const ModelTokenizer a = load_model_tokenizer(model), b = load_model_tokenizer(out);
+  EXPECT_EQ(b.tokenizer.fingerprint(), a.tokenizer.fingerprint());
+  EXPECT_FALSE(b.add_bos);
+  EXPECT_EQ(b.chat_template, "T");
+  std::ofstream(dir / "file") << "x";
+  expect_error([&] { save_hf_tokenizer_files(model, dir / "file" / "sub"); }, {(dir / "file" / "sub").string()});
+  expect_error([&] { save_hf_tokenizer_files(dir / "none.gguf", out); }, {"none.gguf"});
+  expect_error([&] { save_hf_tokenizer_files(dir / "file", out); }, {(dir / "file").string()});
 }
 
 }  // namespace
