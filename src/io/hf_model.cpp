@@ -72,6 +72,16 @@ std::map<std::string, std::string> weight_files(const std::filesystem::path& dir
 
 }  // namespace
 
+DType hf_weights_dtype(const std::string& dir) {
+  std::set<std::string> dtypes, files;
+  for (const auto& [name, file] : weight_files(dir)) files.insert(file);
+  for (const std::string& file : files)
+    for (const auto& [name, e] : read_safetensors(file, false).tensors) dtypes.insert(e.dtype);
+  if (dtypes.size() == 1 && *dtypes.begin() == "BF16") return DType::BF16;
+  if (dtypes.size() == 1 && *dtypes.begin() == "F16") return DType::F16;
+  return DType::F32;
+}
+
 std::vector<float> take_shard(const std::vector<float>& full, const Parameter& p) {
   if (p.split_dim < 0 || p.shards == 1) return full;
   const int64_t n = p.shape.numel();

@@ -20,6 +20,10 @@ void save_hf_model(Transformer& model, const std::string& dir, const TensorParal
 // not use are listed in a warning.
 void load_hf_weights(Transformer& model, const std::string& dir);
 
+// The dtype the weights of a Hugging Face directory are stored in (headers only): F32, BF16
+// or F16 when every tensor has it, else (mixed or other dtypes) F32, which holds them all.
+DType hf_weights_dtype(const std::string& dir);
+
 // This rank's part of a parameter's full (row-major) values under tensor parallelism.
 std::vector<float> take_shard(const std::vector<float>& full, const Parameter& p);
 // Writes a parameter from its full values: this rank's shard, in the parameter's dtype.

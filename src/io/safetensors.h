@@ -1,8 +1,11 @@
 // safetensors: 8-byte little-endian header length N, N bytes of JSON header
 // ({name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}),
 // then the raw little-endian data. Reading validates the header as the reference reader
-// does (offsets in bounds, contiguous, sizes match shapes); every violation is an Error
-// naming the file and tensor.
+// (safetensors 0.8) does: valid UTF-8 JSON object, known dtypes, shapes of non-negative
+// integers without overflow, byte counts that match shapes, offsets inside the data,
+// which they cover exactly (no hole, overlap or trailing bytes); a null __metadata__ is
+// accepted. Stricter than the reference: a key twice in one object is refused (it keeps
+// the last). Every violation is an Error naming the file and tensor.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -27,7 +30,8 @@ struct SafetensorsFile {
   const SafetensorsEntry& at(const std::string& name) const;  // throws naming the tensor
 };
 
-SafetensorsFile read_safetensors(const std::string& path);
+// with_data = false: the header only (names, dtypes, shapes), validated the same way.
+SafetensorsFile read_safetensors(const std::string& path, bool with_data = true);
 void write_safetensors(const std::string& path, const SafetensorsFile& file);
 
 // Helpers to build entries from host vectors.

@@ -70,6 +70,12 @@ void AdamW::step(float lr, float grad_scale) {
 
 size_t AdamW::state_bytes() const { return arena_->used_bytes(); }
 
+std::vector<AdamW::StatePiece> AdamW::state_pieces() const {
+  std::vector<StatePiece> out;
+  for (const Slot& s : slots_) out.push_back({s.piece.param, s.piece.begin, s.piece.end, s.master, s.m, s.v});
+  return out;
+}
+
 float clip_factor(double norm, double max_norm) {
   if (max_norm <= 0.0) return 1.0f;
   double f = max_norm / (norm + 1e-6);

@@ -39,7 +39,18 @@ class AdamW {
   // One update of every trainable parameter with gradients times grad_scale.
   void step(float lr, float grad_scale);
   int64_t steps_taken() const { return step_; }
+  void set_steps_taken(int64_t steps) { step_ = steps; }  // checkpoint resume
   size_t state_bytes() const;
+
+  // The state this optimizer holds, piece by piece (checkpoints read and write it):
+  // parameter `param`'s elements [begin, end) of this rank's shard, as f32 [end - begin]
+  // master weights (the parameter itself when it is f32) and moments.
+  struct StatePiece {
+    size_t param = 0;
+    int64_t begin = 0, end = 0;
+    Tensor master, m, v;
+  };
+  std::vector<StatePiece> state_pieces() const;
 
  private:
   struct Slot {

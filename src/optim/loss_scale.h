@@ -13,6 +13,13 @@ class DynamicLossScale {
   void overflow();   // halve (not below 1), restart the window
   void good_step();  // count; double after `window` in a row
   int64_t overflows() const { return overflows_; }
+  int64_t good_steps() const { return good_; }  // in the current window
+  // The state a checkpoint saved (scale, good_steps(), overflows()).
+  void restore(double scale, int64_t good_steps, int64_t overflows) {
+    scale_ = scale;
+    good_ = good_steps;
+    overflows_ = overflows;
+  }
 
  private:
   double scale_;

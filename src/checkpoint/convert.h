@@ -1,0 +1,20 @@
+// `temper convert` and `temper export`: between checkpoints and Hugging Face / GGUF models.
+#pragma once
+#include <string>
+
+namespace temper {
+
+// A model-only checkpoint (usable as checkpoint.load or model.path) from a Hugging Face
+// directory (config.json + safetensors) or a .gguf file. dtype "" keeps the stored dtype
+// (a directory whose tensors are all bf16 stays bf16, GGUF becomes f32); else f32 | bf16
+// | f16. Writes `out` through `out.tmp` and a rename. Returns a one-line summary.
+std::string convert_to_checkpoint(const std::string& input, const std::string& out,
+                                  const std::string& dtype = "");
+
+// A Hugging Face directory from a checkpoint written under any layout: config.json and
+// model.safetensors (HF names, full shapes, the checkpoint's dtype, {"format": "pt"}),
+// plus the tokenizer files of the model directory the checkpoint came from, when it has
+// them. Returns a one-line summary.
+std::string export_hf(const std::string& checkpoint, const std::string& dir);
+
+}  // namespace temper
