@@ -151,24 +151,14 @@ void write_rank_state(const h5::File& f, const RankState& state, int rank, int w
   }
 }
 
-}  // namespace
-
-void write_checkpoint(const std::string& path, CheckpointMeta meta, Transformer& model,
-                      const AdamW* optimizer, const RankState& state, DeviceGrid* grid) {
+// Everything but the final flush and close, into the open file `f`.
+void write_contents(const h5::File& f, const CheckpointMeta& meta, Transformer& model,
+                    const AdamW* optimizer, const RankState& state, DeviceGrid* grid) {
+  const std::string& path = f.path;
   const int rank = grid ? grid->rank() : 0, world = grid ? grid->world_size() : 1;
   const int tp_rank = grid ? grid->tp_rank() : 0, dp_rank = grid ? grid->dp_rank() : 0;
   const int dp = grid ? grid->dp_size() : 1;
-  meta.format_version = kCheckpointFormatVersion;
-  meta.grid.world = world;
-  meta.grid.tp = grid ? grid->tp_size() : 1;
-  meta.grid.dp = dp;
-  meta.model_config_json = model_config_to_hf_json(model.config()).dump();
   const DType dtype = model.params().flat_values().dtype();
-  meta.model_dtype = std::string(dtype_name(dtype));
-  meta.has_optimizer = optimizer != nullptr;
-  meta.optimizer_steps = optimizer ? optimizer->steps_taken() : 0;
-
-  h5::File f = h5::create_file(path, ckpt::file_comm(grid));
   write_meta(f.id.get(), meta, path);
   ckpt::Tally tally;
 
@@ -198,9 +188,30 @@ void write_checkpoint(const std::string& path, CheckpointMeta meta, Transformer&
     h5::Id set(H5Dopen2(f.id.get(), tally.names[i].c_str(), H5P_DEFAULT));
     with_context(path + ": " + tally.names[i], [&] { h5::write_attr(set.get(), "checksum", tally.sums[i]); });
   }
-  group.close();
-  if (H5Fflush(f.id.get(), H5F_SCOPE_GLOBAL) < 0)
-    fail("{}: flushing the checkpoint failed (disk full?)", path);
+}
+
+}  // namespace
+
+void write_checkpoint(const std::string& path, CheckpointMeta meta, Transformer& model,
+                      const AdamW* optimizer, const RankState& state, DeviceGrid* grid) {
+  meta.format_version = kCheckpointFormatVersion;
+  meta.grid.world = grid ? grid->world_size() : 1;
+  meta.grid.tp = grid ? grid->tp_size() : 1;
+  meta.grid.dp = grid ? grid->dp_size() : 1;
+  meta.model_config_json = model_config_to_hf_json(model.config()).dump();
+  meta.model_dtype = std::string(dtype_name(model.params().flat_values().dtype()));
+  meta.has_optimizer = optimizer != nullptr;
+  meta.optimizer_steps = optimizer ? optimizer->steps_taken() : 0;
+
+  h5::File f = h5::create_file(path, ckpt::file_comm(grid));
+  try {
+    write_contents(f, meta, model, optimizer, state, grid);
+    if (H5Fflush(f.id.get(), H5F_SCOPE_GLOBAL) < 0)
+      fail("{}: flushing the checkpoint failed (disk full?)", path);
+  } catch (...) {
+    h5::abandon(f);  // closes the file for good, so HDF5's exit handler has nothing left
+    throw;
+  }
   if (!f.id.close()) fail("{}: closing the checkpoint failed (disk full?)", path);
 }
 

@@ -7,6 +7,9 @@
 
 #include "checkpoint/checkpoint.h"
 #include "core/error.h"
+#include "core/log.h"
+#include "data/model_tokenizer.h"
+#include "data/tokenizer_export.h"
 #include "io/gguf.h"
 #include "io/gguf_model.h"
 #include "io/hf_model.h"
@@ -18,15 +21,10 @@ namespace fs = std::filesystem;
 namespace temper {
 namespace {
 
-// Files of a Hugging Face model directory that travel with an exported model.
-constexpr const char* kTokenizerFiles[] = {
-    "tokenizer.json",   "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "added_tokens.json", "vocab.json",           "merges.txt",              "generation_config.json",
-    "chat_template.jinja"};
-
-// The model directory a checkpoint's weights came from: its `source` (convert), or the
-// run config's model.path / checkpoint.load, following checkpoints back a few levels.
-std::string source_model_dir(const CheckpointMeta& m, int depth = 0) {
+// The model a checkpoint's weights came from (a Hugging Face directory or a .gguf file):
+// its `source` (convert), or the run config's model.path / checkpoint.load, following
+// checkpoints back a few levels. "" when none is found.
+std::string source_model(const CheckpointMeta& m, int depth = 0) {
   std::vector<std::string> candidates = {m.source};
   if (!m.config_yaml.empty()) {
     try {
@@ -34,14 +32,16 @@ std::string source_model_dir(const CheckpointMeta& m, int depth = 0) {
       if (c["model"] && c["model"]["path"]) candidates.push_back(c["model"]["path"].as<std::string>());
       if (c["checkpoint"] && c["checkpoint"]["load"]) candidates.push_back(c["checkpoint"]["load"].as<std::string>());
     } catch (const YAML::Exception&) {
-      // A config we cannot parse names no directory.
+      // A config we cannot parse names no model.
     }
   }
   for (const std::string& c : candidates) {
     if (c.empty()) continue;
     if (fs::is_directory(c)) return c;
-    if (depth < 4 && fs::is_regular_file(c) && is_checkpoint_file(c)) {
-      const std::string d = source_model_dir(read_checkpoint_meta(c), depth + 1);
+    if (!fs::is_regular_file(c)) continue;
+    if (is_gguf_file(c)) return c;
+    if (depth < 4 && is_checkpoint_file(c)) {
+      const std::string d = source_model(read_checkpoint_meta(c), depth + 1);
       if (!d.empty()) return d;
     }
   }
@@ -52,7 +52,7 @@ std::string source_model_dir(const CheckpointMeta& m, int depth = 0) {
 
 std::string convert_to_checkpoint(const std::string& input, const std::string& out,
                                   const std::string& dtype_name_in) {
-  const bool gguf = input.ends_with(".gguf");
+  const bool gguf = !fs::is_directory(input) && is_gguf_file(input);
   if (!gguf && !fs::is_directory(input))
     fail("temper convert: '{}' is neither a Hugging Face model directory nor a .gguf file", input);
   auto backend = make_backend("cpu");
@@ -90,14 +90,17 @@ std::string export_hf(const std::string& checkpoint, const std::string& dir) {
   Transformer model(mc, *backend, parse_dtype(meta.model_dtype), 1, {}, false);
   load_checkpoint(checkpoint, model, nullptr, nullptr);
   save_hf_model(model, dir);
+  // The tokenizer of the model the run started from: a directory's files copied, a
+  // GGUF's tokenizer written as tokenizer.json and tokenizer_config.json.
+  // A GGUF without a usable tokenizer still exports its weights, with a warning.
   std::string copied;
-  const std::string src = source_model_dir(meta);
+  const std::string src = source_model(meta);
   if (!src.empty()) {
-    for (const char* name : kTokenizerFiles) {
-      const fs::path from = fs::path(src) / name;
-      if (!fs::exists(from)) continue;
-      fs::copy_file(from, fs::path(dir) / name, fs::copy_options::overwrite_existing);
-      copied += std::string(copied.empty() ? "" : ", ") + name;
+    try {
+      for (const fs::path& f : save_hf_tokenizer_files(src, dir))
+        copied += (copied.empty() ? "" : ", ") + f.filename().string();
+    } catch (const Error& e) {
+      log::warn("{}: exported without a tokenizer: {}", dir, e.what());
     }
   }
   return fmt::format("{}: config.json, model.safetensors ({} tensors, {}){} from {} (step {})", dir,

@@ -13,8 +13,10 @@ std::string convert_to_checkpoint(const std::string& input, const std::string& o
 
 // A Hugging Face directory from a checkpoint written under any layout: config.json and
 // model.safetensors (HF names, full shapes, the checkpoint's dtype, {"format": "pt"}),
-// plus the tokenizer files of the model directory the checkpoint came from, when it has
-// them. Returns a one-line summary.
+// plus the tokenizer of the model the checkpoint came from (convert's source, or the run's
+// model.path / checkpoint.load): a directory's tokenizer files copied, a GGUF's tokenizer
+// written as tokenizer.json + tokenizer_config.json (save_hf_tokenizer_files). Returns a
+// one-line summary.
 std::string export_hf(const std::string& checkpoint, const std::string& dir);
 
 }  // namespace temper

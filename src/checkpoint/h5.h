@@ -52,6 +52,12 @@ struct File {
 };
 // Creates (truncating): `comm` MPI_COMM_NULL for one process, else collective over comm.
 File create_file(const std::string& path, MPI_Comm comm);
+// Closes a file whose writing failed (disk full, file-size limit) for good. HDF5 1.10
+// cannot close a file after a failed flush: its metadata cache stays mid-flush, H5Fclose
+// fails yet frees the file, and the id left behind crashes HDF5's exit handler. So a
+// serial file's descriptor is first pointed at a scratch sink, where one more flush
+// empties the cache; the close then succeeds. (An MPI-IO handle cannot be redirected.)
+void abandon(File& f);
 // Opens read-only, this process alone (every rank may do so at once).
 File open_file(const std::string& path);
 

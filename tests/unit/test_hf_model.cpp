@@ -1,10 +1,12 @@
 // The model as a Hugging Face directory: save then load is bit-exact (f32 and bf16, one
 // file and a sharded index), tensor-parallel ranks load their own slices, and a bad
-// checkpoint (missing tensor, wrong shape, truncated file) is an error naming the file
-// and the tensor.
+// checkpoint (missing tensor, wrong shape, truncated file, a tensor the model would not
+// use) is an error naming the file and the tensor; rotary inv_freq buffers and a tied
+// model's copy of the embedding as lm_head.weight are the tensors that may go unused.
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -145,6 +147,66 @@ TEST(HfModel, BadCheckpointsNameFileAndTensor) {
   // No weights at all.
   std::filesystem::remove(st);
   expect_error([&] { load_hf_weights(b, dir.string()); }, {"neither model.safetensors"});
+}
+
+TEST(HfModel, UnusedTensorsAreErrorsUnlessHarmless) {
+  auto cpu = make_backend("cpu");
+  auto dir = test::temp_dir("hf_unused");
+  const std::string st = (dir / "model.safetensors").string();
+  for (bool tied : {false, true}) {
+    SCOPED_TRACE(tied ? "tied" : "untied");
+    Transformer a(small(tied), *cpu, DType::F32);
+    a.init_weights(2);
+    save_hf_model(a, dir.string());
+    const SafetensorsFile saved = read_safetensors(st);
+    auto load_with = [&](const std::function<void(SafetensorsFile&)>& edit) {
+      SafetensorsFile f = saved;
+      edit(f);
+      write_safetensors(st, f);
+      Transformer b(small(tied), *cpu, DType::F32);
+      load_hf_weights(b, dir.string());
+      EXPECT_EQ(raw(*cpu, a.params().flat_values()), raw(*cpu, b.params().flat_values()));
+    };
+    // Harmless: rotary buffers (old and new places), and for a tied model the embedding
+    // stored again as lm_head.weight.
+    load_with([&](SafetensorsFile& f) {
+      f.tensors["model.rotary_emb.inv_freq"] = safetensors_f32(std::vector<float>(4, 1.0f), {4});
+      f.tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = safetensors_f32(std::vector<float>(4, 1.0f), {4});
+      if (tied) f.tensors["lm_head.weight"] = f.tensors.at("model.embed_tokens.weight");
+    });
+    // An output-projection bias (HF Llama's attention_bias also biases o_proj): an error
+    // naming it, as is a tied model's lm_head.weight that is not the embedding.
+    expect_error([&] {
+      load_with([&](SafetensorsFile& f) {
+        f.tensors["model.layers.1.self_attn.o_proj.bias"] = safetensors_f32(std::vector<float>(32, 0.5f), {32});
+      });
+    }, {dir.string(), "'model.layers.1.self_attn.o_proj.bias' is not used"});
+    if (tied) {
+      expect_error([&] {
+        load_with([&](SafetensorsFile& f) {
+          SafetensorsEntry head = f.tensors.at("model.embed_tokens.weight");
+          head.data[0] ^= 1;
+          f.tensors["lm_head.weight"] = head;
+        });
+      }, {dir.string(), "'lm_head.weight' is not used"});
+    }
+  }
+  // In a sharded checkpoint, a shard holding only unused tensors counts too.
+  Transformer a(small(false), *cpu, DType::F32);
+  save_hf_model(a, dir.string());
+  SafetensorsFile extra;
+  extra.tensors["model.layers.0.self_attn.o_proj.bias"] = safetensors_f32(std::vector<float>(32, 0.5f), {32});
+  extra.tensors["model.layers.1.self_attn.o_proj.bias"] = extra.tensors.begin()->second;
+  write_safetensors((dir / "model-00002-of-00002.safetensors").string(), extra);
+  std::filesystem::rename(st, dir / "model-00001-of-00002.safetensors");
+  nlohmann::json index = {{"weight_map", nlohmann::json::object()}};
+  for (auto& [name, t] : read_safetensors((dir / "model-00001-of-00002.safetensors").string()).tensors)
+    index["weight_map"][name] = "model-00001-of-00002.safetensors";
+  for (auto& [name, t] : extra.tensors) index["weight_map"][name] = "model-00002-of-00002.safetensors";
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump();
+  Transformer b(small(false), *cpu, DType::F32);
+  expect_error([&] { load_hf_weights(b, dir.string()); },
+               {"'model.layers.0.self_attn.o_proj.bias' is not used", "nor are 1 more: model.layers.1.self_attn.o_proj.bias"});
 }
 
 }  // namespace
