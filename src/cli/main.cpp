@@ -2,14 +2,15 @@
 // clear line and exit with status 1; --help lists everything.
 #include <CLI/CLI.hpp>
 
+#include "cli/checkpoint_commands.h"
 #include "core/error.h"
 #include "core/log.h"
 #include <fstream>
 
 #include <algorithm>
 
-#include "data/dataset.h"
-#include "data/synthetic.h"
+#include "cli/generate_command.h"
+#include "cli/prepare_command.h"
 #include "train/bench.h"
 #include "train/run_config.h"
 #include "train/trainer.h"
@@ -44,24 +45,15 @@ int main(int argc, char** argv) {
                     "dense peak of the device for MFU (default: known GPUs by name)");
   bench->add_option("--json", bench_json, "append the result as one JSON line to this file");
 
-  auto* prepare = app.add_subcommand(
-      "prepare", "Write a token dataset (HDF5) for data.source=hdf5; today from generated text");
-  bool prepare_synthetic = false;
-  std::string prepare_out;
-  temper::SyntheticTextOptions synthetic;
-  prepare->add_flag("--synthetic", prepare_synthetic,
-                    "the generated English corpus data.source=synthetic trains on")->required();
-  prepare->add_option("--out", prepare_out, "output .h5 file")->required();
-  prepare->add_option("--docs", synthetic.num_docs, "documents");
-  prepare->add_option("--seed", synthetic.seed, "seed of the generator");
-  prepare->add_option("--val-fraction", synthetic.val_fraction, "share held out for validation");
-  prepare->add_option("--min-tokens", synthetic.min_doc_tokens, "shortest document");
-  prepare->add_option("--max-tokens", synthetic.max_doc_tokens, "longest document");
+  const temper::Subcommand prepare = temper::add_prepare_command(app);
+  const temper::Subcommand generate = temper::add_generate_command(app);
 
+  temper::add_checkpoint_commands(app);  // inspect, convert, export
   CLI11_PARSE(app, argc, argv);
   try {
     if (train->parsed()) {
-      temper::run_training(temper::load_run_config(config_path, overrides));
+      // A run stopped by train.max_nonfinite_steps has saved and said why: exit 1.
+      if (temper::run_training(temper::load_run_config(config_path, overrides)).failed) return 1;
     } else if (bench->parsed()) {
       auto result = temper::run_bench(temper::load_run_config(config_path, overrides), bench_options);
       fmt::print("{}", temper::format_bench(result));
@@ -70,11 +62,10 @@ int main(int argc, char** argv) {
         if (!out) throw temper::Error("cannot open '" + bench_json + "' for the bench result");
         out << result.dump() << "\n";
       }
-    } else if (prepare->parsed()) {
-      const temper::TokenDataset d = temper::synthetic_token_dataset(synthetic);
-      temper::write_token_dataset(prepare_out, d);
-      fmt::print("{}: {} documents ({} validation), {} tokens\n", prepare_out, d.documents(),
-                 std::count(d.split.begin(), d.split.end(), 1), d.tokens.size());
+    } else if (prepare.app->parsed()) {
+      prepare.run();
+    } else if (generate.app->parsed()) {
+      generate.run();
     } else if (show->parsed()) {
       fmt::print("{}", temper::to_yaml(temper::load_run_config(config_path, overrides)));
     }

@@ -74,6 +74,8 @@ void for_each_config_field(Config& c, F&& f) {
   f("train.progress", t.progress, "progress display: auto | bar | plain");
   f("train.deterministic", t.deterministic,
     "identical bits run to run (ordered reductions, no atomics; may be slower on GPU)");
+  f("train.max_nonfinite_steps", t.max_nonfinite_steps,
+    "non-finite loss / grad norm steps in a row before the run saves and stops (0 = never)");
 
   auto& p = c.optim;
   f("optim.lr", p.lr, "peak learning rate");
@@ -97,6 +99,14 @@ void for_each_config_field(Config& c, F&& f) {
   f("parallel.zero", q.zero, "ZeRO stage: 0 (replicated AdamW state), 1 or 2");
   f("parallel.bucket_mb", q.bucket_mb, "gradient all-reduce bucket size (MiB)");
   f("parallel.timeout_s", q.timeout_s, "a collective not done in this time aborts the job");
+
+  auto& k = c.checkpoint;
+  f("checkpoint.every", k.every,
+    "save OUT_DIR/checkpoints/step-N.h5 every N steps and at the end (0 = only when stopped)");
+  f("checkpoint.keep", k.keep, "complete checkpoints to keep (older ones are deleted)");
+  f("checkpoint.resume", k.resume, "continue from OUT_DIR/checkpoints/latest when it exists");
+  f("checkpoint.load", k.load,
+    "start from this checkpoint file when OUT_DIR has no checkpoint of its own");
 }
 
 // The schema type of a field's C++ type.

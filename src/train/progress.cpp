@@ -10,8 +10,9 @@
 
 namespace temper {
 
-Progress::Progress(int64_t total_steps, const std::string& mode, int64_t log_every)
-    : total_(total_steps), log_every_(log_every < 1 ? 1 : log_every),
+Progress::Progress(int64_t total_steps, const std::string& mode, int64_t log_every,
+                   int64_t done_steps)
+    : total_(total_steps), done_(done_steps), log_every_(log_every < 1 ? 1 : log_every),
       start_(std::chrono::steady_clock::now()) {
   if (mode == "auto") bar_ = isatty(fileno(stdout));
   else if (mode == "bar") bar_ = true;
@@ -30,7 +31,8 @@ void Progress::step(int64_t step, double loss, double lr, double grad_norm, doub
   const int filled = int(double(step) / double(total_) * width);
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  const double eta = step ? elapsed / double(step) * double(total_ - step) : 0.0;
+  const int64_t here = step - done_;  // steps this process has run
+  const double eta = here > 0 ? elapsed / double(here) * double(total_ - step) : 0.0;
   fmt::print("\r[{}{}] {}/{} loss {:.4f} lr {:.2e} {:.0f} tok/s eta {:.0f}s   ",
              std::string(filled, '#'), std::string(width - filled, '.'), step, total_, loss, lr,
              tokens_per_s, eta);

@@ -272,6 +272,8 @@ void validate(const RunConfig& c, const Origins* origins) {
   v.require("train.log_every", t.log_every, t.log_every > 0, "> 0");
   v.require("train.loss_chunk", t.loss_chunk, t.loss_chunk > 0, "> 0");
   v.one_of("train.progress", t.progress, {"auto", "bar", "plain"});
+  v.require("train.max_nonfinite_steps", t.max_nonfinite_steps, t.max_nonfinite_steps >= 0,
+            ">= 0 (0 = never stop)");
 
   const OptimSection& p = c.optim;
   v.require("optim.lr", p.lr, p.lr >= 0, ">= 0");
@@ -292,6 +294,10 @@ void validate(const RunConfig& c, const Origins* origins) {
   v.require("parallel.zero", q.zero, q.zero >= 0 && q.zero <= 2, "0, 1 or 2");
   v.require("parallel.bucket_mb", q.bucket_mb, q.bucket_mb > 0, "> 0");
   v.require("parallel.timeout_s", q.timeout_s, q.timeout_s > 0, "> 0");
+
+  const CheckpointSection& k = c.checkpoint;
+  v.require("checkpoint.every", k.every, k.every >= 0, ">= 0 (0 = only when stopped)");
+  v.require("checkpoint.keep", k.keep, k.keep >= 1, ">= 1");
 }
 
 }  // namespace

@@ -83,6 +83,7 @@ struct TrainSection {
   int64_t loss_chunk = 256;       // tokens per LM-head + cross-entropy chunk
   std::string progress = "auto";  // auto | bar | plain
   bool deterministic = false;     // ordered reductions, no atomics: identical bits per run
+  int64_t max_nonfinite_steps = 20;  // stop (saving the last good state) after N skipped in a row
   bool operator==(const TrainSection&) const = default;
 };
 
@@ -110,6 +111,14 @@ struct ParallelSection {  // layout over the ranks mpirun / srun started
   bool operator==(const ParallelSection&) const = default;
 };
 
+struct CheckpointSection {  // OUT_DIR/checkpoints/step-N.h5 and its `latest` pointer
+  int64_t every = 0;     // save every N steps and at the end (0 = only when stopped early)
+  int64_t keep = 3;      // complete checkpoints kept (the oldest are deleted)
+  bool resume = true;    // continue from OUT_DIR/checkpoints/latest when there is one
+  std::string load;      // start from this checkpoint when OUT_DIR has none of its own
+  bool operator==(const CheckpointSection&) const = default;
+};
+
 struct RunConfig {
   int64_t seed = 1234;
   std::string out_dir = "runs/default";
@@ -119,6 +128,7 @@ struct RunConfig {
   TrainSection train;
   OptimSection optim;
   ParallelSection parallel;
+  CheckpointSection checkpoint;
   bool operator==(const RunConfig&) const = default;
 };
 

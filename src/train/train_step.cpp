@@ -68,7 +68,7 @@ StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<Mi
   sum_over(o.dp, loss_sum);
   r.loss = loss_sum[0] / double(r.target_tokens);
   r.grad_norm = std::sqrt(sum_squares) / scale;
-  if (!std::isfinite(r.grad_norm)) {
+  if (!std::isfinite(r.grad_norm) || !std::isfinite(r.loss)) {
     r.skipped = true;
     if (o.loss_scale) o.loss_scale->overflow();
     return r;

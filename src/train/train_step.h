@@ -20,7 +20,7 @@ struct StepResult {
   int64_t tokens = 0;         // all tokens processed, padding included
   double grad_norm = 0.0;     // before clipping
   float clip = 1.0f;          // factor applied to the gradients
-  bool skipped = false;       // non-finite gradients: no update was made
+  bool skipped = false;       // non-finite loss or gradient norm: no update was made
   uint64_t grad_comm_bytes = 0;  // dp traffic for gradients and parameters (not scalars)
 };
 
@@ -46,8 +46,9 @@ struct StepOptions {
   const TensorParallel* tp = nullptr;
 };
 
-// `micro` is this rank's share of the global batch. A step whose gradient norm is not
-// finite makes no update and reports skipped.
+// `micro` is this rank's share of the global batch. A step whose loss or gradient norm
+// is not finite makes no update and reports skipped (every rank alike: both are sums
+// over all ranks).
 StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<MicroBatch>& micro,
                       float lr, double max_grad_norm, const StepOptions& options = {});
 

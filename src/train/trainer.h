@@ -15,12 +15,19 @@ namespace temper {
 ModelConfig model_config_for_run(const RunConfig& config);
 
 struct RunSummary {
-  std::vector<double> losses;      // training loss per step
+  std::vector<double> losses;      // training loss per step this process ran
   std::vector<double> val_losses;  // per evaluation
+  int64_t first_step = 1;          // the step losses[0] belongs to (> 1 after a resume)
   size_t peak_bytes = 0;           // device memory high-water mark
-  int64_t skipped_steps = 0;       // steps with non-finite gradients (no update)
+  int64_t skipped_steps = 0;       // steps with a non-finite loss or gradient norm (no update)
+  std::string checkpoint;          // the last checkpoint saved ("" if none)
+  int stop_signal = 0;             // stopped early by this signal (saved; resumable)
+  bool failed = false;             // stopped by train.max_nonfinite_steps (saved; exit 1)
 };
 
+// Trains per `config`: from scratch, or continuing from OUT_DIR/checkpoints/latest
+// (checkpoint.resume) or checkpoint.load; saves checkpoints per checkpoint.* and when
+// stopped by SIGTERM / SIGUSR1 (which then ends the run early, not as an error).
 RunSummary run_training(const RunConfig& config);
 
 // The generated-text corpus a config describes (data.* keys and the seed).

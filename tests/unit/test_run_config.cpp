@@ -215,6 +215,33 @@ TEST(RunConfig, OutOfRangeValuesAreErrors) {
   EXPECT_NE(msg.find("test.yaml:3"), std::string::npos) << msg;
 }
 
+TEST(RunConfig, CheckpointKeys) {
+  const RunConfig d = from_text("");
+  EXPECT_EQ(d.checkpoint.every, 0);
+  EXPECT_EQ(d.checkpoint.keep, 3);
+  EXPECT_TRUE(d.checkpoint.resume);
+  EXPECT_EQ(d.checkpoint.load, "");
+  EXPECT_EQ(d.train.max_nonfinite_steps, 20);
+  const RunConfig c = from_text("checkpoint:\n  every: 50\n  keep: 1\n  resume: false\n",
+                                {"checkpoint.load=runs/a/checkpoints/step-00000050.h5",
+                                 "train.max_nonfinite_steps=0"});
+  EXPECT_EQ(c.checkpoint.every, 50);
+  EXPECT_EQ(c.checkpoint.keep, 1);
+  EXPECT_FALSE(c.checkpoint.resume);
+  EXPECT_EQ(c.checkpoint.load, "runs/a/checkpoints/step-00000050.h5");
+  EXPECT_EQ(c.train.max_nonfinite_steps, 0);
+  for (const std::string bad : {"checkpoint.every=-1", "checkpoint.keep=0",
+                                "train.max_nonfinite_steps=-2"}) {
+    const std::string key = bad.substr(0, bad.find('='));
+    const std::string msg = error_of([&] { from_text("", {bad}); });
+    EXPECT_NE(msg.find("'" + key + "'"), std::string::npos) << bad << " -> " << msg;
+  }
+  EXPECT_NE(error_of([] { from_text("", {"checkpoint.resume=maybe"}); }).find("bool"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { from_text("", {"checkpoint.evry=5"}); }).find("checkpoint.every"),
+            std::string::npos);
+}
+
 TEST(RunConfig, Hdf5SourceNeedsAPath) {
   const std::string msg = error_of([] { from_text("data:\n  source: hdf5\n"); });
   EXPECT_NE(msg.find("data.path"), std::string::npos) << msg;

@@ -1,0 +1,234 @@
+#include "train/training_run.h"
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "data/dataset.h"
+#include "data/synthetic.h"
+#include "data/tokenizer.h"
+#include "io/gguf.h"
+#include "io/gguf_model.h"
+#include "io/hf_model.h"
+#include "train/trainer.h"
+#ifdef TEMPER_HAVE_NCCL
+#include "kernels/cuda/cuda_backend.h"
+#include "parallel/nccl_comm.h"
+#endif
+
+namespace fs = std::filesystem;
+
+namespace temper {
+namespace {
+
+std::string find_preset(const std::string& preset) {
+  if (preset.find('/') != std::string::npos || preset.ends_with(".json")) return preset;
+  std::vector<fs::path> dirs;
+  if (const char* env = std::getenv("TEMPER_CONFIG_DIR")) dirs.emplace_back(env);
+  dirs.emplace_back("configs");
+  dirs.emplace_back(TEMPER_CONFIGS_DIR);
+  for (const auto& d : dirs) {
+    fs::path p = d / "models" / (preset + ".json");
+    if (fs::exists(p)) return p.string();
+  }
+  std::string names;
+  for (const auto& d : dirs)
+    if (fs::is_directory(d / "models"))
+      for (const auto& e : fs::directory_iterator(d / "models"))
+        if (e.path().extension() == ".json") names += " " + e.path().stem().string();
+  fail("model.preset '{}' not found (looked in configs/models/; available:{})", preset,
+       names.empty() ? " none" : names);
+}
+
+// Validation micro-batches, fixed for the whole run.
+std::vector<MicroBatch> validation_batches(std::vector<Document> docs, const RunConfig& c,
+                                           int32_t pad_id) {
+  std::vector<MicroBatch> out;
+  if (docs.empty() || c.train.eval_every <= 0) return out;
+  DocumentLoader loader(std::move(docs), uint64_t(c.seed), false, c.data.packing, pad_id);
+  for (int64_t i = 0; i < c.train.eval_batches; ++i)
+    out.push_back(loader.next(c.train.micro_batch_size, c.train.seq_len));
+  return out;
+}
+
+struct TrainingData {
+  std::vector<Document> train, val;
+  int32_t pad_id = 0;
+};
+
+// Generated text, or an HDF5 token dataset made by `temper prepare`.
+TrainingData load_training_data(const RunConfig& c, const ModelConfig& mc) {
+  TrainingData out;
+  if (c.data.source == "hdf5") {
+    TokenDataset d = read_token_dataset(c.data.path);
+    // A model directory with a tokenizer must match the tokenizer the dataset was made with.
+    const fs::path tokenizer_json = fs::path(c.model.path) / "tokenizer.json";
+    if (!c.model.path.empty() && fs::is_directory(c.model.path) && fs::exists(tokenizer_json)) {
+      const std::string fp = Tokenizer::from_file(tokenizer_json).fingerprint();
+      if (fp != d.tokenizer_fingerprint)
+        fail("{}: made with another tokenizer (fingerprint '{}') than the model's {} ('{}'); "
+             "prepare it again with the model's tokenizer", c.data.path, d.tokenizer_fingerprint,
+             tokenizer_json.string(), fp);
+    }
+    if (d.vocab_size > mc.vocab_size)
+      fail("{}: the dataset's vocabulary ({} tokens) is larger than the model's ({}): it was made "
+           "with another tokenizer", c.data.path, d.vocab_size, mc.vocab_size);
+    out.train = d.documents_of(false);
+    out.val = d.documents_of(true);
+    out.pad_id = d.eos_id >= 0 ? int32_t(d.eos_id) : 0;
+    if (out.train.empty()) fail("{}: no training documents (every document is in the validation split)", c.data.path);
+    return out;
+  }
+  if (mc.vocab_size < kSyntheticMinVocab)
+    fail("data.source=synthetic produces byte tokens and EOS {}: needs model vocab_size >= {}, got {}",
+         kSyntheticEos, kSyntheticMinVocab, mc.vocab_size);
+  SyntheticText text = generate_synthetic_text(synthetic_options(c));
+  out.train = std::move(text.train);
+  out.val = std::move(text.val);
+  out.pad_id = kSyntheticEos;
+  return out;
+}
+
+std::string backend_name_for(const RunConfig& c, const ProcessInfo& p) {
+  // One GPU per process: under a launcher, "cuda" means the local rank's GPU.
+  if (c.backend == "cuda" && p.world_size > 1) return fmt::format("cuda:{}", p.local_rank);
+  return c.backend;
+}
+
+// The backend and the communicators its tensors travel over.
+void set_up_backend(TrainingRun& run) {
+  const RunConfig& c = run.config;
+  Placement& place = run.place;
+  run.backend = make_backend(backend_name_for(c, place.process));
+  run.backend->set_deterministic(c.train.deterministic);
+  run.dtype = parse_dtype(c.model.dtype);
+  if (run.backend->device().kind == DeviceKind::CPU && run.dtype != DType::F32)
+    fail("model.dtype={} but the cpu backend computes in f32; set model.dtype=f32", c.model.dtype);
+  run.dp_tensors = place.grid ? &place.grid->dp() : nullptr;
+  run.tp_tensors = place.grid ? &place.grid->tp() : nullptr;
+#ifdef TEMPER_HAVE_NCCL
+  if (place.grid && run.backend->device().kind == DeviceKind::CUDA) {
+    auto& cuda = static_cast<CudaBackend&>(*run.backend);
+    run.owned_comms.push_back(std::make_unique<NcclComm>(place.grid->dp(), cuda));
+    run.dp_tensors = run.owned_comms.back().get();
+    run.owned_comms.push_back(std::make_unique<NcclComm>(place.grid->tp(), cuda));
+    run.tp_tensors = run.owned_comms.back().get();
+  }
+#else
+  if (place.grid && run.backend->device().kind != DeviceKind::CPU)
+    fail("several ranks on the CUDA backend need NCCL, which this build did not find (set "
+         "NCCL_ROOT and rebuild)");
+#endif
+  if (place.grid) run.tp = TensorParallel(*run.tp_tensors, &place.grid->tp());
+}
+
+// The model, its optimizer and the data-parallel machinery around them.
+void set_up_model(TrainingRun& run, bool load_weights) {
+  const RunConfig& c = run.config;
+  Placement& place = run.place;
+  const bool zero1 = c.parallel.zero == 1 && place.dp_size() > 1;
+  const bool zero2 = c.parallel.zero == 2 && place.dp_size() > 1;
+  run.model = std::make_unique<Transformer>(run.model_config, *run.backend, run.dtype,
+                                            zero1 ? place.dp_size() : 1, run.tp, !zero2);
+  Transformer& model = *run.model;
+  if (!load_weights) {
+    // A checkpoint overwrites every parameter next.
+  } else if (c.model.path.empty()) {
+    model.init_weights(uint64_t(c.seed));
+  } else {
+    if (c.model.path.ends_with(".gguf"))
+      load_gguf_weights(model, read_gguf(c.model.path));
+    else
+      load_hf_weights(model, c.model.path);
+    if (place.is_rank0()) log::info("weights from {}", c.model.path);
+  }
+  model.set_recompute(c.train.recompute);
+  model.set_loss_chunk(c.train.loss_chunk);
+
+  AdamWConfig oc;
+  oc.beta1 = float(c.optim.beta1);
+  oc.beta2 = float(c.optim.beta2);
+  oc.eps = float(c.optim.eps);
+  oc.weight_decay = float(c.optim.weight_decay);
+  oc.decay_norms_and_biases = c.optim.decay_norms_and_biases;
+  if (zero1) run.shards = std::make_unique<ZeroShards>(model.params(), *run.dp_tensors, &place.grid->dp());
+  if (zero2)
+    run.grad_shards = std::make_unique<ZeroGradientShards>(
+        model.params(), *run.dp_tensors, *run.backend, model.gradient_groups(), &place.grid->dp());
+  run.optimizer = run.grad_shards
+      ? std::make_unique<AdamW>(model.params(), *run.backend, oc, run.grad_shards->segments())
+      : std::make_unique<AdamW>(model.params(), *run.backend, oc,
+                                run.shards ? run.shards->shard() : ElementRange{});
+
+  StepOptions& so = run.step_options;
+  so.tp = &run.tp;
+  // f16 needs loss scaling to keep small gradients; bf16 and f32 do not.
+  if (run.dtype == DType::F16)
+    run.loss_scale = std::make_unique<DynamicLossScale>(c.optim.loss_scale_init, c.optim.loss_scale_window);
+  so.loss_scale = run.loss_scale.get();
+  if (place.dp_size() > 1) {
+    so.dp = &place.grid->dp();
+    so.dp_tensors = run.dp_tensors;
+    if (run.shards) {
+      so.zero = run.shards.get();
+    } else if (run.grad_shards) {
+      so.zero2 = run.grad_shards.get();
+    } else {
+      run.buckets = std::make_unique<GradientBuckets>(model.params(), *run.dp_tensors, c.parallel.bucket_mb);
+      so.grad_sync = run.buckets.get();
+    }
+  }
+  run.schedule = LrSchedule{c.optim.lr, c.optim.min_lr_ratio, c.optim.warmup_steps, c.train.steps,
+                            c.optim.schedule};
+}
+
+}  // namespace
+
+SyntheticTextOptions synthetic_options(const RunConfig& c) {
+  return {uint64_t(c.seed), c.data.num_docs, c.data.min_doc_tokens, c.data.max_doc_tokens,
+          c.data.val_fraction};
+}
+
+ModelConfig model_config_for_run(const RunConfig& config) {
+  const auto& m = config.model;
+  ModelConfig mc;
+  if (!m.preset.empty()) mc = load_hf_config(find_preset(m.preset));
+  else if (!m.config.empty()) mc = load_hf_config(m.config);
+  else if (m.path.ends_with(".gguf")) mc = model_config_from_gguf(read_gguf(m.path));
+  else if (!m.path.empty()) mc = load_hf_config((fs::path(m.path) / "config.json").string());
+  apply_model_overrides(config, mc);
+  with_context("model config", [&] { mc.finalize(); });
+  return mc;
+}
+
+TrainingRun::~TrainingRun() = default;
+
+std::vector<MicroBatch> TrainingRun::next_micro_batches() {
+  // Every rank walks the same global stream of micro-batches and keeps every dp-th one,
+  // so the global batch of a step is the same whatever the layout.
+  const int dp = place.dp_size();
+  std::vector<MicroBatch> micro;
+  for (int64_t i = 0; i < config.train.grad_accum * dp; ++i) {
+    MicroBatch b = train_data->next(config.train.micro_batch_size, config.train.seq_len);
+    if (i % dp == place.dp_rank()) micro.push_back(std::move(b));
+  }
+  return micro;
+}
+
+std::unique_ptr<TrainingRun> build_training_run(const RunConfig& c, Placement& place,
+                                                bool load_weights) {
+  auto run = std::make_unique<TrainingRun>(c, place);
+  run->model_config = model_config_for_run(c);
+  set_up_backend(*run);
+  TrainingData data = load_training_data(c, run->model_config);
+  run->train_data = std::make_unique<DocumentLoader>(std::move(data.train), uint64_t(c.seed), true,
+                                                     c.data.packing, data.pad_id);
+  run->val = validation_batches(std::move(data.val), c, data.pad_id);
+  if (c.train.eval_every > 0 && run->val.empty() && place.is_rank0())
+    log::warn("train.eval_every={} but the validation split is empty; no evaluation",
+              c.train.eval_every);
+  set_up_model(*run, load_weights);
+  return run;
+}
+
+}  // namespace temper
