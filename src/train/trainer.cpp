@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "data/tokenizer_export.h"
 #include "io/hf_model.h"
 #include "train/checkpointing.h"
 #include "train/metrics.h"
@@ -78,10 +79,21 @@ void report_step(TrainingRun& run, MetricsWriter& metrics, Progress& progress, i
   progress.step(step, r.loss, k.lr, r.grad_norm, tokens_per_s);
 }
 
-// OUT_DIR/final: the model as a Hugging Face directory (tp shards gathered; rank 0 writes).
+// OUT_DIR/final: the model as a Hugging Face directory (tp shards gathered; rank 0 writes),
+// with the source model's tokenizer (copied from an HF directory, written from a GGUF), so
+// `temper generate` and transformers can use it as it is.
 void export_final(TrainingRun& run) {
-  save_hf_model(*run.model, (fs::path(run.config.out_dir) / "final").string(), run.tp,
+  const fs::path final_dir = fs::path(run.config.out_dir) / "final";
+  save_hf_model(*run.model, final_dir.string(), run.tp,
                 run.place.grid ? &run.place.grid->tp() : nullptr, run.place.is_rank0());
+  const std::string& source = run.config.model.path;
+  if (run.place.is_rank0() && !source.empty() && !source.ends_with(".h5")) {
+    try {
+      save_hf_tokenizer_files(source, final_dir);
+    } catch (const Error& e) {
+      log::warn("{}: no tokenizer written ({})", final_dir.string(), e.what());
+    }
+  }
 }
 
 RunSummary train_on(const RunConfig& c, Placement& place, const StopSignals& signals) {

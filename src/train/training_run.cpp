@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "data/dataset.h"
 #include "data/synthetic.h"
+#include "data/model_tokenizer.h"
 #include "data/tokenizer.h"
 #include "io/gguf.h"
 #include "io/gguf_model.h"
@@ -61,14 +62,22 @@ TrainingData load_training_data(const RunConfig& c, const ModelConfig& mc) {
   TrainingData out;
   if (c.data.source == "hdf5") {
     TokenDataset d = read_token_dataset(c.data.path);
-    // A model directory with a tokenizer must match the tokenizer the dataset was made with.
-    const fs::path tokenizer_json = fs::path(c.model.path) / "tokenizer.json";
-    if (!c.model.path.empty() && fs::is_directory(c.model.path) && fs::exists(tokenizer_json)) {
-      const std::string fp = Tokenizer::from_file(tokenizer_json).fingerprint();
+    // A model with a tokenizer (HF directory or GGUF) must match the one the dataset was made with.
+    // The file named in the error: tokenizer.json / tokenizer.model, or the GGUF itself.
+    const fs::path model(c.model.path);
+    fs::path tokenizer_file;
+    if (!c.model.path.empty() && fs::is_directory(model)) {
+      for (const char* name : {"tokenizer.json", "tokenizer.model"})
+        if (tokenizer_file.empty() && fs::exists(model / name)) tokenizer_file = model / name;
+    } else if (!c.model.path.empty() && is_gguf_file(model)) {
+      tokenizer_file = model;
+    }
+    if (!tokenizer_file.empty()) {
+      const std::string fp = load_model_tokenizer(model).tokenizer.fingerprint();
       if (fp != d.tokenizer_fingerprint)
         fail("{}: made with another tokenizer (fingerprint '{}') than the model's {} ('{}'); "
              "prepare it again with the model's tokenizer", c.data.path, d.tokenizer_fingerprint,
-             tokenizer_json.string(), fp);
+             tokenizer_file.string(), fp);
     }
     if (d.vocab_size > mc.vocab_size)
       fail("{}: the dataset's vocabulary ({} tokens) is larger than the model's ({}): it was made "
@@ -204,15 +213,11 @@ ModelConfig model_config_for_run(const RunConfig& config) {
 TrainingRun::~TrainingRun() = default;
 
 std::vector<MicroBatch> TrainingRun::next_micro_batches() {
-  // Every rank walks the same global stream of micro-batches and keeps every dp-th one,
-  // so the global batch of a step is the same whatever the layout.
-  const int dp = place.dp_size();
-  std::vector<MicroBatch> micro;
-  for (int64_t i = 0; i < config.train.grad_accum * dp; ++i) {
-    MicroBatch b = train_data->next(config.train.micro_batch_size, config.train.seq_len);
-    if (i % dp == place.dp_rank()) micro.push_back(std::move(b));
-  }
-  return micro;
+  // Every rank walks the same global stream of micro-batches and keeps its dp share, so the
+  // global batch of a step is the same whatever the layout.
+  return train_data->next_share(config.train.grad_accum * place.dp_size(), place.dp_size(),
+                                place.dp_rank(), config.train.micro_batch_size,
+                                config.train.seq_len);
 }
 
 std::unique_ptr<TrainingRun> build_training_run(const RunConfig& c, Placement& place,
