@@ -11,6 +11,15 @@
 
 namespace temper::test {
 
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 std::vector<float> to_host(Backend& backend, Tensor t) {
   std::vector<float> out(t.numel());
   if (t.dtype() == DType::F32) {

@@ -1,5 +1,6 @@
 // Shared test helpers: host copies of tensors, error measures, temp dirs, Python runner.
 #pragma once
+#include <functional>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -8,6 +9,9 @@
 #include "model/parameters.h"
 
 namespace temper::test {
+
+// The message of the temper::Error that fn throws ("" when it throws none).
+std::string error_of(const std::function<void()>& fn);
 
 std::vector<float> to_host(Backend& backend, Tensor t);  // any float dtype -> f32
 // ||a - b||_2 / max(||b||_2, 1e-30): the norm-wise relative error used for fp32 bounds.

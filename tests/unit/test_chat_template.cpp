@@ -4,18 +4,12 @@
 
 #include "core/error.h"
 #include "data/chat_template.h"
+#include "support/test_util.h"
 
 namespace temper {
 namespace {
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(ChatTemplate, EveryNameRendersAndUnknownNamesListTheKnownOnes) {
   const std::vector<ChatMessage> conv = {{"user", "Hi"}, {"assistant", "Hello"}};

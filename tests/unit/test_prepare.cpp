@@ -50,14 +50,7 @@ fs::path byte_model(const std::string& name, bool add_bos) {
   return dir;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(JsonlExamples, EveryKindOfBadLineHasAReason) {
   struct Case {

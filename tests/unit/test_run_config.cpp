@@ -15,15 +15,7 @@
 namespace temper {
 namespace {
 
-// The message of the temper::Error that fn throws ("" when it throws none).
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 RunConfig from_text(const std::string& text, const std::vector<std::string>& overrides = {}) {
   return run_config_from_yaml_text(text, "test.yaml", overrides);

@@ -17,14 +17,7 @@ namespace fs = std::filesystem;
 namespace temper {
 namespace {
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 std::string read_text(const fs::path& p) {
   std::ifstream in(p);
