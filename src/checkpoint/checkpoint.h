@@ -6,7 +6,8 @@
 // metadata and transfers), meta, per-rank state, validation and the resharding load
 // (model + optimizer; each rank reads its own hyperslabs with plain HDF5), per-tensor
 // checksums, describe (`temper inspect`), convert/export (checkpoint/convert.h).
-// Pending — /peft (no PEFT methods yet); tensors of more than 2 dimensions (none in the
+// PEFT adapters are parameters like any other (PEFT's names, /model and /optim); the
+// frozen base is referenced, not stored (checkpoint/base.h). Pending — tensors of more than 2 dimensions (none in the
 // Llama family); one H5Dwrite per tensor, so a single shard above 2 GiB may hit MPI-IO
 // count limits (not tried).
 //
@@ -17,7 +18,9 @@
 //                              optimizer_steps, lr, lr_schedule/lr_peak/lr_min_ratio/
 //                              lr_warmup_steps/lr_total_steps, loss_scale,
 //                              loss_scale_good_steps, loss_scale_overflows,
-//                              nonfinite_streak, skipped_steps, source, creator_version
+//                              nonfinite_streak, skipped_steps, source, creator_version;
+//                              a PEFT checkpoint also base_model and base_checksum
+//                              (checkpoint/base.h) and has no /model/<frozen name>
 //   /meta/extra                string attributes the caller adds (CheckpointMeta::extra)
 //   /model/<hf name>           the parameter at full logical shape, in the model dtype:
 //                              f32 (IEEE), bf16 and f16 as HDF5 16-bit float types with
@@ -84,6 +87,13 @@ struct CheckpointMeta {
   int64_t nonfinite_streak = 0;  // non-finite steps in a row at save time
   int64_t skipped_steps = 0;     // non-finite steps skipped so far
   std::string source;            // where the weights came from (convert: the input)
+  // A PEFT checkpoint leaves out its frozen parameters (checkpoint/base.h): then has_base,
+  // base_model names the base (a model directory / GGUF; empty: drawn from the run's seed)
+  // and base_checksum is parameter_checksum over the frozen parameters. write_checkpoint
+  // sets has_base and base_checksum; the caller sets base_model.
+  bool has_base = false;
+  std::string base_model;
+  uint64_t base_checksum = 0;
   std::string creator_version = TEMPER_VERSION;
   std::map<std::string, std::string> extra;  // free-form, stored under /meta/extra
 };
@@ -112,7 +122,10 @@ CheckpointMeta read_checkpoint_meta(const std::string& path);
 // and step count, from a checkpoint written under any layout. The model's tensors must
 // be exactly the file's (names and full shapes); dtypes are converted (bf16 <-> f32 <->
 // f16). An f32 model takes trainable parameters from /optim/<name>/master when the file
-// has it (exact f32 weights of a bf16 run). Every rank reads its own hyperslabs with
+// has it (exact f32 weights of a bf16 run). Parameters the file leaves out: frozen ones of
+// a PEFT checkpoint keep the values the model has (its base, loaded by the caller), which
+// must match base_checksum; adapters of a model-only checkpoint keep theirs (a fresh
+// adapter on a converted base). Every rank reads its own hyperslabs with
 // plain HDF5; with a `grid`, the ranks of grid->world() then sum their checksum parts
 // (all must call it). Verifies the checksums of what is read. Returns the meta.
 CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, AdamW* optimizer,

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <set>
 
+#include "checkpoint/base.h"
 #include "checkpoint/reader.h"
 #include "core/error.h"
 #include "parallel/grid.h"
@@ -50,6 +51,11 @@ CheckpointMeta read_meta(hid_t file, const std::string& path) {
   m.skipped_steps = h5::read_int_attr(id, "skipped_steps", what);
   m.source = h5::read_string_attr(id, "source", what);
   m.creator_version = h5::read_string_attr(id, "creator_version", what);
+  m.has_base = h5::has_attr(id, "base_checksum");
+  if (m.has_base) {
+    m.base_model = h5::read_string_attr(id, "base_model", what);
+    m.base_checksum = h5::read_u64_attr(id, "base_checksum", what);
+  }
   if (h5::exists(id, "extra")) {
     h5::Id extra = h5::open_group(id, "extra", path);
     for (const std::string& k : h5::attr_names(extra.get()))
@@ -132,7 +138,9 @@ namespace {
 // An f32 model takes its trainable parameters from the f32 master weights when the file
 // has them (more precise than a bf16 /model; and under ZeRO every rank then holds the same
 // values, not its own shard's master and the rest rounded).
-void load_model(const h5::File& f, const CheckpointMeta& meta, Transformer& model, ckpt::Tally& tally) {
+// Returns the indices of the parameters the file leaves out (see load_checkpoint).
+std::vector<size_t> load_model(const h5::File& f, const CheckpointMeta& meta, Transformer& model,
+                               ckpt::Tally& tally) {
   ParameterSet& params = model.params();
   // The file's tensors must be exactly the model's.
   h5::Id group = h5::open_group(f.id.get(), "model", f.path);
@@ -142,9 +150,17 @@ void load_model(const h5::File& f, const CheckpointMeta& meta, Transformer& mode
     if (!names.count(n))
       fail("{}: tensor 'model/{}' is not a parameter of the model (a checkpoint of another model?)",
            f.path, n);
-  for (Parameter& p : params.all()) {
+  std::vector<size_t> absent;
+  for (size_t i = 0; i < params.size(); ++i) {
+    Parameter& p = params[i];
     const bool master = meta.has_optimizer && p.trainable && p.value.dtype() == DType::F32;
     const std::string name = master ? fmt::format("optim/{}/master", p.name) : "model/" + p.name;
+    const bool frozen_base = meta.has_base && !p.trainable;
+    const bool fresh_adapter = !meta.has_optimizer && p.init == ParamInit::Adapter;
+    if ((frozen_base || fresh_adapter) && !h5::exists(f.id.get(), name)) {
+      absent.push_back(i);
+      continue;
+    }
     const ckpt::Block b = ckpt::block_of(p);
     h5::Id set = ckpt::open_tensor(f, name, b.full, master ? "optimizer state" : "model weights");
     ckpt::Selection s;
@@ -154,6 +170,7 @@ void load_model(const h5::File& f, const CheckpointMeta& meta, Transformer& mode
     std::vector<uint8_t> host = ckpt::convert(raw, stored, p.value.dtype());
     model.backend().copy_from_host(p.value, host.data());
   }
+  return absent;
 }
 
 void load_optimizer(const h5::File& f, Transformer& model, AdamW& optimizer, ckpt::Tally& tally) {
@@ -210,13 +227,14 @@ CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, Adam
   CheckpointMeta meta;
   ckpt::Tally tally;
   std::string error;
+  std::vector<bool> absent(model.params().size(), false);
   try {
     h5::File f = h5::open_file(path);
     meta = ckpt::read_meta(f.id.get(), path);
     if (optimizer && !meta.has_optimizer)
       fail("{}: a model-only checkpoint (no /optim): it can start a run (checkpoint.load) but not "
            "resume one", path);
-    load_model(f, meta, model, tally);
+    for (size_t i : load_model(f, meta, model, tally)) absent[i] = true;
     if (optimizer) {
       load_optimizer(f, model, *optimizer, tally);
       optimizer->set_steps_taken(meta.optimizer_steps);
@@ -230,6 +248,17 @@ CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, Adam
   if (failed[0]) fail("{}: {} other rank(s) could not load the checkpoint (see their errors)", path, failed[0]);
   tally.reduce(comm);
   ckpt::verify(tally, path);
+  if (meta.has_base) {  // the frozen parameters the file left out are the model's own
+    const uint64_t now = parameter_checksum(model, grid, [&](const Parameter& p) {
+      return !p.trainable && absent[size_t(&p - model.params().all().data())];
+    });
+    if (now != meta.base_checksum)
+      fail("{}: the frozen base weights differ from the ones this checkpoint was trained on "
+           "(base_model '{}', checksum {:016x}, now {:016x}): the base model changed since the "
+           "save, or model.path / seed / dtype now name another base", path,
+           meta.base_model.empty() ? std::string("drawn from the run's seed") : meta.base_model,
+           meta.base_checksum, now);
+  }
   return meta;
 }
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "checkpoint/base.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/h5.h"
 #include "checkpoint/slab.h"
@@ -60,6 +61,10 @@ void write_meta(hid_t file, const CheckpointMeta& m, const std::string& path) {
     h5::write_attr(id, "skipped_steps", m.skipped_steps);
     h5::write_attr(id, "source", m.source);
     h5::write_attr(id, "creator_version", m.creator_version);
+    if (m.has_base) {
+      h5::write_attr(id, "base_model", m.base_model);
+      h5::write_attr(id, "base_checksum", m.base_checksum);
+    }
     h5::Id extra = h5::create_group(id, "extra", path);
     for (const auto& [k, v] : m.extra) h5::write_attr(extra.get(), k.c_str(), v);
   });
@@ -158,7 +163,7 @@ void write_contents(const h5::File& f, const CheckpointMeta& meta, Transformer& 
   const int rank = grid ? grid->rank() : 0, world = grid ? grid->world_size() : 1;
   const int tp_rank = grid ? grid->tp_rank() : 0, dp_rank = grid ? grid->dp_rank() : 0;
   const int dp = grid ? grid->dp_size() : 1;
-  const DType dtype = model.params().flat_values().dtype();
+  const DType dtype = model.params().dtype();
   write_meta(f.id.get(), meta, path);
   ckpt::Tally tally;
 
@@ -166,6 +171,7 @@ void write_contents(const h5::File& f, const CheckpointMeta& meta, Transformer& 
   Backend& backend = model.backend();
   h5::Id group = h5::create_group(f.id.get(), "model", path);
   for (const Parameter& p : model.params().all()) {
+    if (meta.has_base && !p.trainable) continue;  // the base is referenced, not stored
     const ckpt::Block b = ckpt::block_of(p);
     const bool owner = dp_rank == 0 && (p.split_dim >= 0 || tp_rank == 0);
     Selection s;
@@ -199,9 +205,12 @@ void write_checkpoint(const std::string& path, CheckpointMeta meta, Transformer&
   meta.grid.tp = grid ? grid->tp_size() : 1;
   meta.grid.dp = grid ? grid->dp_size() : 1;
   meta.model_config_json = model_config_to_hf_json(model.config()).dump();
-  meta.model_dtype = std::string(dtype_name(model.params().flat_values().dtype()));
+  meta.model_dtype = std::string(dtype_name(model.params().dtype()));
   meta.has_optimizer = optimizer != nullptr;
   meta.optimizer_steps = optimizer ? optimizer->steps_taken() : 0;
+  meta.has_base = model.params().frozen_numel() > 0;
+  if (meta.has_base)
+    meta.base_checksum = parameter_checksum(model, grid, [](const Parameter& p) { return !p.trainable; });
 
   h5::File f = h5::create_file(path, ckpt::file_comm(grid));
   try {

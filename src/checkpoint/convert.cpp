@@ -2,9 +2,11 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "checkpoint/base.h"
 #include "checkpoint/checkpoint.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -15,6 +17,8 @@
 #include "io/hf_model.h"
 #include "kernels/backend.h"
 #include "model/config.h"
+#include "peft/adapter_files.h"
+#include "peft/merge.h"
 
 namespace fs = std::filesystem;
 
@@ -80,19 +84,12 @@ std::string convert_to_checkpoint(const std::string& input, const std::string& o
                      double(model.params().numel()) / 1e6, dtype_name(dtype), input);
 }
 
-std::string export_hf(const std::string& checkpoint, const std::string& dir) {
-  const CheckpointMeta meta = read_checkpoint_meta(checkpoint);
-  const ModelConfig mc = with_context(checkpoint + ": /meta model_config", [&] {
-    return model_config_from_hf_json(nlohmann::json::parse(meta.model_config_json, nullptr, false),
-                                     "config.json text");
-  });
-  auto backend = make_backend("cpu");
-  Transformer model(mc, *backend, parse_dtype(meta.model_dtype), 1, {}, false);
-  load_checkpoint(checkpoint, model, nullptr, nullptr);
-  save_hf_model(model, dir);
-  // The tokenizer of the model the run started from: a directory's files copied, a
-  // GGUF's tokenizer written as tokenizer.json and tokenizer_config.json.
-  // A GGUF without a usable tokenizer still exports its weights, with a warning.
+namespace {
+
+// The tokenizer of the model the run started from into `dir`: a directory's files copied,
+// a GGUF's tokenizer written as tokenizer.json and tokenizer_config.json. Without a usable
+// tokenizer the export goes on, with a warning. Returns ", files from SOURCE" or "".
+std::string add_tokenizer(const CheckpointMeta& meta, const std::string& dir) {
   std::string copied;
   const std::string src = source_model(meta);
   if (!src.empty()) {
@@ -103,9 +100,54 @@ std::string export_hf(const std::string& checkpoint, const std::string& dir) {
       log::warn("{}: exported without a tokenizer: {}", dir, e.what());
     }
   }
+  return copied.empty() ? "" : ", " + copied + " from " + src;
+}
+
+}  // namespace
+
+std::string export_hf(const std::string& checkpoint, const std::string& dir) {
+  const CheckpointMeta meta = read_checkpoint_meta(checkpoint);
+  auto backend = make_backend("cpu");
+  std::unique_ptr<Transformer> model = load_checkpoint_model(checkpoint, *backend);
+  if (model->peft().adapters())
+    fail("{}: a LoRA checkpoint: `temper export --to peft` writes its adapter, `temper merge` "
+         "a full model with the adapter folded in", checkpoint);
+  save_hf_model(*model, dir);
+  const std::string tokenizer = add_tokenizer(meta, dir);
   return fmt::format("{}: config.json, model.safetensors ({} tensors, {}){} from {} (step {})", dir,
-                     model.params().size(), meta.model_dtype,
-                     copied.empty() ? "" : ", " + copied + " from " + src, checkpoint, meta.step);
+                     model->params().size(), meta.model_dtype, tokenizer, checkpoint, meta.step);
+}
+
+std::string export_peft(const std::string& checkpoint, const std::string& dir) {
+  const CheckpointMeta meta = read_checkpoint_meta(checkpoint);
+  auto backend = make_backend("cpu");
+  std::unique_ptr<Transformer> model = load_checkpoint_model(checkpoint, *backend);
+  if (!model->peft().adapters())
+    fail("{}: not a LoRA checkpoint (peft.method {}): export it with --to hf",
+         checkpoint, peft_method_name(model->peft().method));
+  save_peft_adapter(*model, dir, meta.base_model.empty() ? source_model(meta) : meta.base_model);
+  const std::string tokenizer = add_tokenizer(meta, dir);
+  return fmt::format("{}: adapter_config.json, adapter_model.safetensors ({} tensors, {}){} from "
+                     "{} (step {})", dir, model->params().size() - size_t(std::count_if(
+                         model->params().all().begin(), model->params().all().end(),
+                         [](const Parameter& p) { return !p.trainable; })),
+                     meta.model_dtype, tokenizer, checkpoint, meta.step);
+}
+
+std::string merge_checkpoint(const std::string& checkpoint, const std::string& dir) {
+  const CheckpointMeta meta = read_checkpoint_meta(checkpoint);
+  auto backend = make_backend("cpu");
+  std::unique_ptr<Transformer> adapted = load_checkpoint_model(checkpoint, *backend);
+  if (!adapted->peft().adapters())
+    fail("{}: no LoRA adapter to merge (peft.method {}): export it with --to hf", checkpoint,
+         peft_method_name(adapted->peft().method));
+  Transformer plain(adapted->config(), *backend, adapted->params().dtype(), 1, {}, false);
+  merge_adapters(*adapted, plain);
+  save_hf_model(plain, dir);
+  const std::string tokenizer = add_tokenizer(meta, dir);
+  return fmt::format("{}: config.json, model.safetensors ({}; {} merged){} from {} (step {})", dir,
+                     meta.model_dtype, adapted->peft().lora.dora ? "DoRA" : "LoRA", tokenizer,
+                     checkpoint, meta.step);
 }
 
 }  // namespace temper

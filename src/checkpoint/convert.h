@@ -17,6 +17,16 @@ std::string convert_to_checkpoint(const std::string& input, const std::string& o
 // model.path / checkpoint.load): a directory's tokenizer files copied, a GGUF's tokenizer
 // written as tokenizer.json + tokenizer_config.json (save_hf_tokenizer_files). Returns a
 // one-line summary.
+// A PEFT checkpoint's base is loaded from where the checkpoint says (checkpoint/base.h);
+// a LoRA checkpoint is refused (export_peft or merge_checkpoint).
 std::string export_hf(const std::string& checkpoint, const std::string& dir);
+
+// A LoRA / DoRA checkpoint's adapter as a Hugging Face PEFT adapter directory
+// (peft/adapter_files.h), with the tokenizer as export_hf adds it.
+std::string export_peft(const std::string& checkpoint, const std::string& dir);
+
+// `temper merge`: a LoRA / DoRA checkpoint's adapter folded into its base (peft/merge.h),
+// written as export_hf writes a model, tokenizer included.
+std::string merge_checkpoint(const std::string& checkpoint, const std::string& dir);
 
 }  // namespace temper

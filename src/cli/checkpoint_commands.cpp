@@ -85,16 +85,25 @@ void add_checkpoint_commands(CLI::App& app) {
   convert->add_option("--dtype", o->dtype, "f32 | bf16 | f16 (default: as stored; GGUF: f32)");
   convert->callback([o] { run([&] { fmt::print("{}\n", convert_to_checkpoint(o->path, o->out, o->dtype)); }); });
 
-  auto* exp = app.add_subcommand("export", "Write a checkpoint as a Hugging Face model directory");
+  auto* exp = app.add_subcommand(
+      "export", "Write a checkpoint as a Hugging Face model directory, or its LoRA adapter as a PEFT adapter");
   exp->add_option("checkpoint", o->path, "checkpoint (.h5), written under any layout")->required();
-  exp->add_option("--to", o->to, "hf (peft: once PEFT methods exist)");
+  exp->add_option("--to", o->to, "hf (a model directory) | peft (adapter_config.json + adapter_model.safetensors)")
+      ->capture_default_str();
   exp->add_option("--out", o->out, "output directory")->required();
   exp->callback([o] {
     run([&] {
-      if (o->to != "hf") fail("export --to {}: only 'hf' is available (no PEFT adapters yet)", o->to);
-      fmt::print("{}\n", export_hf(o->path, o->out));
+      if (o->to == "hf") fmt::print("{}\n", export_hf(o->path, o->out));
+      else if (o->to == "peft") fmt::print("{}\n", export_peft(o->path, o->out));
+      else fail("export --to {}: choose hf or peft", o->to);
     });
   });
+
+  auto* merge = app.add_subcommand(
+      "merge", "Fold a LoRA / DoRA checkpoint's adapter into its base and write a Hugging Face model directory");
+  merge->add_option("checkpoint", o->path, "checkpoint (.h5) of a peft.method=lora run")->required();
+  merge->add_option("--out", o->out, "output directory")->required();
+  merge->callback([o] { run([&] { fmt::print("{}\n", merge_checkpoint(o->path, o->out)); }); });
 }
 
 }  // namespace temper

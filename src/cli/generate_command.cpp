@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include "core/error.h"
@@ -15,7 +16,7 @@ namespace temper {
 namespace {
 
 struct GenerateArgs {
-  std::string model, prompt, system, chat_template, backend = "auto", dtype;
+  std::string model, adapter, prompt, system, chat_template, backend = "auto", dtype;
   bool chat = false;
   GenerateOptions options;
 };
@@ -65,10 +66,15 @@ void run_generate(const GenerateArgs& a) {
   const bool gpu = backend->device().kind == DeviceKind::CUDA;
   const DType dtype = a.dtype.empty() ? (gpu ? DType::BF16 : DType::F32) : parse_dtype(a.dtype);
 
-  const ModelTokenizer mt = load_model_tokenizer(a.model);
+  // A LoRA run's final/ carries the tokenizer; another adapter directory may not: its base's.
+  namespace fs = std::filesystem;
+  const bool own_tokenizer = fs::exists(fs::path(a.model) / "tokenizer.json") ||
+                             fs::exists(fs::path(a.model) / "tokenizer.model");
+  const ModelTokenizer mt =
+      load_model_tokenizer(own_tokenizer ? a.model : generation_base_of(a.model));
   GenerateOptions options = a.options;
   const std::vector<int32_t> ids = prompt_tokens(a, mt, options.stop_tokens);
-  std::unique_ptr<Transformer> model = load_model_for_generation(a.model, *backend, dtype);
+  std::unique_ptr<Transformer> model = load_model_for_generation(a.model, *backend, dtype, a.adapter);
   const ModelConfig& c = model->config();
   options.vocab_limit = mt.tokenizer.vocab_size();  // ids past it have no text
   if (options.stop_tokens.empty() && c.eos_token_id >= 0)
@@ -103,7 +109,12 @@ Subcommand add_generate_command(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   CLI::App* g = app.add_subcommand(
       "generate", "Generate text from a model (Hugging Face directory or .gguf) with a KV cache");
-  g->add_option("model", args->model, "Hugging Face model directory or .gguf file")->required();
+  g->add_option("model", args->model,
+                "Hugging Face model directory, .gguf file, or a PEFT adapter directory (a LoRA "
+                "run's final/) whose base it names")
+      ->required();
+  g->add_option("--adapter", args->adapter,
+                "a Hugging Face PEFT LoRA / DoRA adapter directory applied to the model (unmerged)");
   g->add_option("--prompt", args->prompt, "the prompt (the user message with --chat)")->required();
   g->add_flag("--chat", args->chat, "render the prompt through the model's chat template");
   g->add_option("--system", args->system, "system message (with --chat)");

@@ -39,8 +39,8 @@ int main(int argc, char** argv) {
   bench->add_option("overrides", overrides, "key.sub=value overrides");
   bench->add_option("--steps", bench_options.steps, "timed steps (median reported)");
   bench->add_option("--warmup", bench_options.warmup_steps, "untimed steps first");
-  bench->add_flag("--frozen-base", bench_options.frozen_base,
-                  "freeze every parameter: forward + backward without weight gradients");
+  bench->add_option("--peft", bench_options.peft,
+                    "full | partial | lora: overrides peft.method (the rest of peft.* applies)");
   bench->add_option("--peak-tflops", bench_options.peak_tflops,
                     "dense peak of the device for MFU (default: known GPUs by name)");
   bench->add_option("--json", bench_json, "append the result as one JSON line to this file");

@@ -11,13 +11,12 @@ namespace temper {
 
 // One block's weights (views of the model's parameters) and its cache.
 struct CachedDecoder::Layer {
-  Tensor input_norm, q, k, v, o, post_norm, gate, up, down;  // HF shapes
-  Tensor q_bias, k_bias, v_bias;                             // undefined without biases
-  Tensor k_cache, v_cache;  // [capacity, Hkv, D]: keys after RoPE, values
+  Tensor input_norm, post_norm;  // [C]; the projections run through the model's units
+  Tensor k_cache, v_cache;       // [capacity, Hkv, D]: keys after RoPE, values
 };
 
 CachedDecoder::CachedDecoder(Transformer& model, int64_t capacity)
-    : backend_(model.backend()), config_(model.config()), capacity_(capacity) {
+    : model_(model), backend_(model.backend()), config_(model.config()), capacity_(capacity) {
   const auto& c = config_;
   if (capacity < 1 || capacity > c.max_position_embeddings)
     fail("CachedDecoder: capacity {} must be in [1, max_position_embeddings = {}]", capacity,
@@ -29,10 +28,6 @@ CachedDecoder::CachedDecoder(Transformer& model, int64_t capacity)
            p.name);
   dtype_ = ps[0].value.dtype();
   auto W = [&](const std::string& name) { return ps.at(name).value; };
-  auto optional = [&](const std::string& name) {
-    const Parameter* p = ps.find(name);
-    return p ? p->value : Tensor{};
-  };
   embed_ = W("model.embed_tokens.weight");
   final_norm_ = W("model.norm.weight");
   lm_head_ = c.tie_word_embeddings ? embed_ : W("lm_head.weight");
@@ -44,17 +39,7 @@ CachedDecoder::CachedDecoder(Transformer& model, int64_t capacity)
     const std::string p = fmt::format("model.layers.{}.", l);
     Layer L;
     L.input_norm = W(p + "input_layernorm.weight");
-    L.q = W(p + "self_attn.q_proj.weight");
-    L.k = W(p + "self_attn.k_proj.weight");
-    L.v = W(p + "self_attn.v_proj.weight");
-    L.q_bias = optional(p + "self_attn.q_proj.bias");
-    L.k_bias = optional(p + "self_attn.k_proj.bias");
-    L.v_bias = optional(p + "self_attn.v_proj.bias");
-    L.o = W(p + "self_attn.o_proj.weight");
     L.post_norm = W(p + "post_attention_layernorm.weight");
-    L.gate = W(p + "mlp.gate_proj.weight");
-    L.up = W(p + "mlp.up_proj.weight");
-    L.down = W(p + "mlp.down_proj.weight");
     L.k_cache = cache_arena_->allocate(dtype_, cache_shape);
     L.v_cache = cache_arena_->allocate(dtype_, cache_shape);
     layers_.push_back(L);
@@ -129,13 +114,29 @@ void CachedDecoder::run_chunk(std::span<const int32_t> tokens, int64_t logit_row
   Tensor gate = act(F), up = act(F), mlp = act(F);              // [n, F]
   const Shape qs{n, Hq, D}, ks{n, Hkv, D};
 
+  // Projection l, site s of kProjectionSites: out = unit(in), adapters included.
+  const ProjectionContext pc{backend_, model_.params(), no_tp_, *scratch_, false, 0, 0};
+  auto project = [&](int64_t l, int s, Tensor out, Tensor in) {
+    ProjectionActs a;
+    if (kProjectionSites[s].column_parallel) {
+      const ColumnParallelProjection& unit = model_.column_projection(l, s);
+      unit.allocate_acts(a, *scratch_, dtype_, n, model_.params());
+      unit.forward(pc, out, in, a);
+    } else {
+      const RowParallelProjection& unit = model_.row_projection(l, s);
+      unit.allocate_acts(a, *scratch_, dtype_, n, model_.params());
+      unit.forward(pc, out, in, a);
+    }
+  };
+
   backend_.embedding_forward(x, ids, embed_);
-  for (Layer& w : layers_) {
+  for (int64_t l = 0; l < int64_t(layers_.size()); ++l) {
+    Layer& w = layers_[size_t(l)];
     // Attention: mid = x + o_proj(attention(rope(q), rope(k), v)) over prefix + new tokens.
     backend_.rmsnorm_forward(ln, rstd, x, w.input_norm, eps);
-    backend_.linear_forward(q, ln, w.q, w.q_bias);
-    backend_.linear_forward(k, ln, w.k, w.k_bias);
-    backend_.linear_forward(v, ln, w.v, w.v_bias);
+    project(l, 0, q, ln);
+    project(l, 1, k, ln);
+    project(l, 2, v, ln);
     backend_.rope_forward(q.view(qs), positions, rope_cos_, rope_sin_);
     backend_.rope_forward(k.view(ks), positions, rope_cos_, rope_sin_);
     Tensor pk, pv;  // [P, Hkv, D] cached keys/values, or none
@@ -147,14 +148,14 @@ void CachedDecoder::run_chunk(std::span<const int32_t> tokens, int64_t logit_row
                                pk, pv);
     backend_.copy(w.k_cache.slice_rows(L0, L0 + n), k.view(ks));
     backend_.copy(w.v_cache.slice_rows(L0, L0 + n), v.view(ks));
-    backend_.linear_forward(tmp, att, w.o, Tensor{});
+    project(l, 3, tmp, att);
     backend_.add(mid, x, tmp);
     // MLP: x = mid + down(silu(gate) * up)
     backend_.rmsnorm_forward(ln, rstd, mid, w.post_norm, eps);
-    backend_.linear_forward(gate, ln, w.gate, Tensor{});
-    backend_.linear_forward(up, ln, w.up, Tensor{});
+    project(l, 4, gate, ln);
+    project(l, 5, up, ln);
     backend_.swiglu_forward(mlp, gate, up);
-    backend_.linear_forward(tmp, mlp, w.down, Tensor{});
+    project(l, 6, tmp, mlp);
     backend_.add(x, mid, tmp);
   }
   length_ = L0 + n;

@@ -2,7 +2,8 @@
 // (prefill), then each new token attends to the cached keys/values of all earlier ones, so
 // a step costs one token's forward instead of the whole sequence's.
 //
-// The decoder reads the model's parameters by their Hugging Face names and calls the same
+// The decoder reads the model's parameters by their Hugging Face names and runs the
+// model's own projection units (so LoRA / DoRA adapters apply, unmerged) and the same
 // backend ops as the training forward (so CPU and CUDA both run it); the cache enters
 // attention as the op's prefix keys and values (kernels/backend.h: a prefix sees no causal
 // mask and gets no RoPE, so cached keys are stored after RoPE at their own positions).
@@ -40,8 +41,10 @@ class CachedDecoder {
   // the logits of the last `logit_rows` of them (0, 1 or n) to host[logit_rows, V].
   void run_chunk(std::span<const int32_t> tokens, int64_t logit_rows, float* host);
 
+  Transformer& model_;
   Backend& backend_;
   ModelConfig config_;
+  TensorParallel no_tp_;  // generation runs the whole model in one process
   DType dtype_;
   int64_t capacity_ = 0, length_ = 0;
   std::vector<Layer> layers_;

@@ -4,30 +4,52 @@
 #include <chrono>
 #include <filesystem>
 #include <limits>
+#include <optional>
 
 #include "core/error.h"
 #include "io/gguf.h"
 #include "io/gguf_model.h"
 #include "io/hf_model.h"
+#include "peft/adapter_files.h"
 
 namespace temper {
 
+namespace fs = std::filesystem;
+
+std::string generation_base_of(const std::string& path) {
+  if (!is_peft_adapter_dir(path) || fs::exists(fs::path(path) / "config.json")) return path;
+  const PeftAdapter a = read_peft_adapter(path);
+  const std::string base = a.config.value("base_model_name_or_path", std::string());
+  if (base.empty())
+    fail("{}: a PEFT adapter whose adapter_config.json names no base_model_name_or_path; give "
+         "the base model and --adapter {}", path, path);
+  return base;
+}
+
 std::unique_ptr<Transformer> load_model_for_generation(const std::string& path, Backend& backend,
-                                                       DType dtype) {
-  namespace fs = std::filesystem;
+                                                       DType dtype, const std::string& adapter_dir) {
+  const std::string base = generation_base_of(path);
+  const std::string adapter_path = adapter_dir.empty() && base != path ? path : adapter_dir;
+  PeftSpec spec;
+  std::optional<PeftAdapter> adapter;
+  if (!adapter_path.empty()) {
+    adapter = read_peft_adapter(adapter_path);
+    adopt_adapter_structure(spec, *adapter);
+  }
   std::unique_ptr<Transformer> model;
-  if (path.ends_with(".gguf")) {
-    const GgufFile file = read_gguf(path);
+  if (base.ends_with(".gguf")) {
+    const GgufFile file = read_gguf(base);
     model = std::make_unique<Transformer>(model_config_from_gguf(file), backend, dtype, 1,
-                                          TensorParallel{}, /*gradient_buffer=*/false);
+                                          TensorParallel{}, /*gradient_buffer=*/false, spec);
     load_gguf_weights(*model, file);
   } else {
-    if (!fs::is_directory(path))
-      fail("'{}' is neither a Hugging Face model directory nor a .gguf file", path);
-    model = std::make_unique<Transformer>(load_hf_config((fs::path(path) / "config.json").string()),
-                                          backend, dtype, 1, TensorParallel{}, false);
-    load_hf_weights(*model, path);
+    if (!fs::is_directory(base))
+      fail("'{}' is neither a Hugging Face model directory nor a .gguf file", base);
+    model = std::make_unique<Transformer>(load_hf_config((fs::path(base) / "config.json").string()),
+                                          backend, dtype, 1, TensorParallel{}, false, spec);
+    load_hf_weights(*model, base);
   }
+  if (adapter) load_peft_adapter(*model, *adapter);
   return model;
 }
 

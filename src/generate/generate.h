@@ -15,9 +15,14 @@
 namespace temper {
 
 // A Hugging Face model directory (config.json + safetensors) or a .gguf file, loaded for
-// inference (no gradient buffer) in `dtype` on `backend`.
+// inference (no gradient buffer) in `dtype` on `backend`, with a PEFT LoRA / DoRA adapter
+// directory on top when `adapter` names one (unmerged). `path` may itself be an adapter
+// directory (a LoRA run's final/): the base is then its base_model_name_or_path.
 std::unique_ptr<Transformer> load_model_for_generation(const std::string& path, Backend& backend,
-                                                       DType dtype);
+                                                       DType dtype, const std::string& adapter = "");
+// The base model directory or GGUF file of `path`: itself, or for an adapter directory
+// without a config.json, its adapter_config.json's base_model_name_or_path.
+std::string generation_base_of(const std::string& path);
 
 struct GenerateOptions {
   int64_t max_new_tokens = 256;

@@ -36,7 +36,7 @@ void load_gguf_weights(Transformer& model, const GgufFile& file) {
     loaded.insert(name);
   }
   for (const Parameter& p : model.params().all())
-    if (!loaded.count(p.name)) fail("{}: no tensor for parameter '{}'", path, p.name);
+    if (p.init != ParamInit::Adapter && !loaded.count(p.name)) fail("{}: no tensor for parameter '{}'", path, p.name);
   if (!unused.empty())
     log::warn("{}: {} tensor(s) not used by the model (first: {})", path, unused.size(), unused.front());
 }

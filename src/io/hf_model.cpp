@@ -24,6 +24,7 @@ void save_hf_model(Transformer& model, const std::string& dir, const TensorParal
   f.metadata["format"] = "pt";
   for (size_t i = 0; i < model.params().size(); ++i) {
     const Parameter& p = model.params()[i];
+    if (p.init == ParamInit::Adapter) continue;  // the base model only (adapters: peft/adapter_files)
     SafetensorsEntry e;
     switch (p.value.dtype()) {
       case DType::F32: e.dtype = "F32"; break;
@@ -40,8 +41,8 @@ void save_hf_model(Transformer& model, const std::string& dir, const TensorParal
   write_safetensors(st.string() + ".tmp", f);
   std::filesystem::rename(st.string() + ".tmp", st);
   nlohmann::json cfg = model_config_to_hf_json(model.config());
-  cfg["torch_dtype"] = model.params().flat_values().dtype() == DType::F32 ? "float32"
-                       : model.params().flat_values().dtype() == DType::BF16 ? "bfloat16"
+  cfg["torch_dtype"] = model.params().dtype() == DType::F32 ? "float32"
+                       : model.params().dtype() == DType::BF16 ? "bfloat16"
                                                                              : "float16";
   std::ofstream(std::filesystem::path(dir) / "config.json") << cfg.dump(2) << "\n";
 }
@@ -141,6 +142,7 @@ void load_hf_weights(Transformer& model, const std::string& dir) {
   Backend& backend = model.backend();
   std::set<std::string> used;
   for (Parameter& p : model.params().all()) {
+    if (p.init == ParamInit::Adapter) continue;  // PEFT adapters are not part of the base
     const SafetensorsFile* f = file_for(p.name);
     if (!f || !f->tensors.count(p.name))
       fail("{}: tensor '{}' is missing from the checkpoint", dir, p.name);

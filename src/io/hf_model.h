@@ -7,7 +7,8 @@
 
 namespace temper {
 
-// With tensor parallelism every rank of the tp group must call it (the shards are
+// The base model only: PEFT adapter parameters are left out (peft/adapter_files.h writes
+// them). With tensor parallelism every rank of the tp group must call it (the shards are
 // gathered over `tp_group`); only a caller with write = true writes the files.
 void save_hf_model(Transformer& model, const std::string& dir, const TensorParallel& tp = {},
                    Communicator* tp_group = nullptr, bool write = true);
@@ -16,7 +17,8 @@ void save_hf_model(Transformer& model, const std::string& dir, const TensorParal
 // the files a model.safetensors.index.json names (sharded checkpoints). Every parameter
 // must be present with its full shape (a tied head is the embedding and is not looked
 // up); F32/BF16/F16 tensors are converted to the model's dtype; under tensor parallelism
-// each rank takes its own shard. Errors name the file and tensor. A tensor the model does
+// each rank takes its own shard. PEFT adapter parameters are not looked up. Errors name
+// the file and tensor. A tensor the model does
 // not use is an error too (the loaded model would differ from the checkpoint's), except
 // rotary inv_freq buffers and a tied model's lm_head.weight equal to the embedding.
 void load_hf_weights(Transformer& model, const std::string& dir);

@@ -93,6 +93,28 @@ class Backend {
   virtual void linear_backward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x,
                                Tensor weight) = 0;
 
+  // out[T,O] += x[T,I] · weight[O,I]ᵀ (no bias): a low-rank update added to a projection.
+  virtual void matmul_add(Tensor out, Tensor x, Tensor weight) = 0;
+
+  // ---- PEFT ops (src/peft) ------------------------------------------------------------
+  // Inverted dropout with a counter-based mask: element (t, j) of x[T,C] is kept when
+  // stream.uniform(offset + t·full_cols + col0 + j) > p and then scaled by 1/(1-p), else
+  // zero; out[T,C] = that (accumulate: +=). x may be a column block [col0, col0 + C) of a
+  // [T, full_cols] tensor split over tensor-parallel ranks: the mask never depends on the
+  // split. Forward: out = dropout(x); backward: dx += dropout(dout), same mask.
+  virtual void dropout(Tensor out, Tensor x, float p, const RngStream& stream, uint64_t offset,
+                       int64_t full_cols, int64_t col0, bool accumulate) = 0;
+  // sumsq[O] f32 = Σ_i w[o,i]² (overwritten), accumulated in f32 (f64 on the CPU).
+  virtual void row_sum_squares(Tensor sumsq, Tensor w) = 0;
+  // DoRA's rescale (norm detached): c[o] = magnitude[o] / sqrt(sumsq[o]);
+  //   forward:  out[T,O] = c ⊙ z[T,O] + bias[O] (bias optional)
+  //   backward: dz[T,O] += c ⊙ dout;  dmagnitude[O] += Σ_t dout ⊙ z / sqrt(sumsq)
+  //             (each optional); sumsq f32, the rest the activation dtype.
+  virtual void dora_scale_forward(Tensor out, Tensor z, Tensor magnitude, Tensor sumsq,
+                                  Tensor bias) = 0;
+  virtual void dora_scale_backward(Tensor dz, Tensor dmagnitude, Tensor dout, Tensor z,
+                                   Tensor magnitude, Tensor sumsq) = 0;
+
   // ---- RoPE, rotate-half convention (Hugging Face Llama) -------------------------------
   // x[T,H,D] rotated in place by the angle table at each token's position:
   //   x1 = x[..., :D/2], x2 = x[..., D/2:];  out = (x1·cos − x2·sin, x2·cos + x1·sin)

@@ -2,11 +2,13 @@
 
 #include "core/error.h"
 
+#include <vector>
+
 namespace temper {
 
 size_t ParameterSet::declare(std::string name, Shape full_shape, ParamInit init,
                              bool is_norm_or_bias, int split_dim, int shards, int shard) {
-  TEMPER_CHECK(!values_.defined(), "declare({}) after allocate()", name);
+  TEMPER_CHECK(!allocated(), "declare({}) after allocate()", name);
   Shape shape = full_shape;
   if (split_dim < 0) shards = 1, shard = 0;  // replicated on every rank
   if (shards > 1) {
@@ -25,45 +27,68 @@ size_t ParameterSet::declare(std::string name, Shape full_shape, ParamInit init,
   p.shard = shard;
   p.init = init;
   p.is_norm_or_bias = is_norm_or_bias;
-  p.offset = numel_;
-  numel_ += shape.numel();
   params_.push_back(std::move(p));
   return params_.size() - 1;
 }
 
 void ParameterSet::allocate(DType dtype, int64_t pad_multiple, bool gradients) {
   TEMPER_CHECK(pad_multiple >= 1, "pad_multiple {}", pad_multiple);
-  const int64_t padded = (numel_ + pad_multiple - 1) / pad_multiple * pad_multiple;
+  TEMPER_CHECK(!allocated(), "allocate() twice");
+  trainable_numel_ = frozen_numel_ = 0;
+  for (auto& p : params_) {
+    int64_t& region = p.trainable ? trainable_numel_ : frozen_numel_;
+    p.offset = region;
+    region += p.shape.numel();
+  }
+  const int64_t padded = (trainable_numel_ + pad_multiple - 1) / pad_multiple * pad_multiple;
   arena_ = std::make_unique<Arena>(backend_.memory(), "parameters");
   values_ = arena_->allocate(dtype, Shape{padded});
+  frozen_ = arena_->allocate(dtype, Shape{frozen_numel_});
   if (gradients) grads_ = arena_->allocate(dtype, Shape{padded});
   for (auto& p : params_) {
-    p.value = values_.flat(p.offset, p.shape.numel()).view(p.shape);
-    if (gradients) p.grad = grads_.flat(p.offset, p.shape.numel()).view(p.shape);
+    p.value = (p.trainable ? values_ : frozen_).flat(p.offset, p.shape.numel()).view(p.shape);
+    if (gradients && p.trainable) p.grad = grads_.flat(p.offset, p.shape.numel()).view(p.shape);
   }
   backend_.zero(values_);
+  backend_.zero(frozen_);
   if (gradients) backend_.zero(grads_);
 }
 
+void ParameterSet::draw(size_t index, uint64_t seed, Draw kind, float scale) {
+  Parameter& p = params_[index];
+  const RngStream stream = rng_stream(seed, RngPurpose::Init, name_hash(p.name));
+  // Element (r, c) of this shard is element `first(r) + c` of the full tensor's stream: a
+  // block of whole rows is one run; a block of columns is one run per row.
+  const int64_t rows = p.split_dim == 1 ? p.shape[0] : 1;
+  const int64_t cols = p.shape.numel() / rows, full_cols = p.full_shape.numel() / rows;
+  auto first = [&](int64_t r) {
+    return p.split_dim == 1 ? uint64_t(r * full_cols + p.shard * cols)
+                            : uint64_t(p.shard) * uint64_t(p.shape.numel());
+  };
+  Tensor m = p.value.view(Shape{rows, cols});
+  if (kind == Draw::Normal) {
+    for (int64_t r = 0; r < rows; ++r) backend_.fill_normal(m.slice_rows(r, r + 1), stream, first(r), scale);
+    return;
+  }
+  std::vector<float> host(size_t(p.shape.numel()));  // uniform: drawn on the host (adapters)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      host[size_t(r * cols + c)] = scale * (2.0f * stream.uniform(first(r) + uint64_t(c)) - 1.0f);
+  Arena scratch(backend_.memory(), "uniform init");
+  Tensor f32 = scratch.allocate(DType::F32, p.shape);
+  backend_.copy_from_host(f32, host.data());
+  backend_.copy(p.value, f32);
+  backend_.synchronize();
+}
+
 void ParameterSet::init(uint64_t seed, float std) {
-  for (auto& p : params_) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Parameter& p = params_[i];
     switch (p.init) {
-      case ParamInit::Normal: {
-        const RngStream stream = rng_stream(seed, RngPurpose::Init, name_hash(p.name));
-        if (p.split_dim <= 0) {  // whole tensor, or a block of whole rows
-          backend_.fill_normal(p.value, stream, uint64_t(p.shard) * uint64_t(p.shape.numel()), std);
-        } else {  // a block of columns: each row is a strided piece of the full tensor
-          const int64_t rows = p.shape[0], cols = p.shape.numel() / rows;
-          const int64_t full_cols = p.full_shape.numel() / rows;
-          Tensor m = p.value.view(Shape{rows, cols});
-          for (int64_t r = 0; r < rows; ++r)
-            backend_.fill_normal(m.slice_rows(r, r + 1), stream,
-                                 uint64_t(r * full_cols + p.shard * cols), std);
-        }
-        break;
-      }
+      case ParamInit::Normal: draw(i, seed, Draw::Normal, std); break;
       case ParamInit::Ones: backend_.fill(p.value, 1.0f); break;
       case ParamInit::Zeros: backend_.zero(p.value); break;
+      case ParamInit::Adapter: break;
     }
   }
 }
@@ -72,16 +97,33 @@ void ParameterSet::zero_grads() {
   if (grads_.defined()) backend_.zero(grads_);
 }
 
+std::pair<int64_t, int64_t> ParameterSet::trainable_range(size_t first, size_t last) const {
+  int64_t begin = -1, end = -1;
+  for (size_t i = first; i < last; ++i) {
+    const Parameter& p = params_[i];
+    if (!p.trainable) continue;
+    if (begin < 0) begin = p.offset;
+    end = p.offset + p.shape.numel();
+  }
+  return begin < 0 ? std::pair<int64_t, int64_t>{0, 0} : std::pair{begin, end - begin};
+}
+
 void ParameterSet::bind_grads(size_t first, size_t last, Tensor buffer) {
   TEMPER_CHECK(first < last && last <= params_.size(), "bind_grads [{}, {})", first, last);
-  const int64_t base = params_[first].offset;
+  const int64_t base = trainable_range(first, last).first;
   for (size_t i = first; i < last; ++i) {
     Parameter& p = params_[i];
-    p.grad = buffer.flat(p.offset - base, p.shape.numel()).view(p.shape);
+    if (p.trainable) p.grad = buffer.flat(p.offset - base, p.shape.numel()).view(p.shape);
   }
 }
 
 Parameter* ParameterSet::find(const std::string& name) {
+  for (auto& p : params_)
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+const Parameter* ParameterSet::find(const std::string& name) const {
   for (auto& p : params_)
     if (p.name == name) return &p;
   return nullptr;
@@ -93,11 +135,10 @@ Parameter& ParameterSet::at(const std::string& name) {
   return *p;
 }
 
-int64_t ParameterSet::trainable_numel() const {
-  int64_t n = 0;
-  for (auto& p : params_)
-    if (p.trainable) n += p.shape.numel();
-  return n;
+size_t ParameterSet::index_of(const std::string& name) const {
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].name == name) return i;
+  fail("no parameter named '{}'", name);
 }
 
 }  // namespace temper

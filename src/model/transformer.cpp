@@ -2,19 +2,21 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+
 #include "core/error.h"
 #include "model/rope.h"
 
 namespace temper {
 
-namespace {
-constexpr size_t kNone = size_t(-1);
-}
 
 struct Transformer::LayerParams {
-  size_t first = 0, end = 0;  // this block's parameters are [first, end)
-  size_t input_norm, q, k, v, o, post_norm, gate, up, down;
-  size_t q_bias = kNone, k_bias = kNone, v_bias = kNone;
+  size_t first = 0, end = 0;  // this block's parameters are [first, end), adapters included
+  size_t input_norm, post_norm;
+  ColumnParallelProjection q, k, v, gate, up;  // the projection units (src/peft)
+  RowParallelProjection o, down;
 };
 
 // One block's activations, all [T, ...] in the activation dtype except the f32 stats.
@@ -32,6 +34,7 @@ struct Transformer::Acts {
   Tensor gate;     // [T, F]
   Tensor up;       // [T, F]
   Tensor act;      // [T, F]   silu(gate) * up
+  ProjectionActs proj[7];  // what each projection's adapter keeps (kProjectionSites order)
 };
 
 struct Transformer::Inputs {
@@ -44,8 +47,9 @@ struct Transformer::Inputs {
 };
 
 Transformer::Transformer(const ModelConfig& config, Backend& backend, DType dtype,
-                         int64_t pad_multiple, TensorParallel tp, bool gradient_buffer)
-    : config_(config), backend_(backend), tp_(tp), dtype_(dtype), params_(backend) {
+                         int64_t pad_multiple, TensorParallel tp, bool gradient_buffer,
+                         const PeftSpec& peft)
+    : config_(config), backend_(backend), peft_(peft), tp_(tp), dtype_(dtype), params_(backend) {
   config_.finalize();
   const int n = tp_.size();
   auto divides = [&](int64_t v, const char* what) {
@@ -57,6 +61,11 @@ Transformer::Transformer(const ModelConfig& config, Backend& backend, DType dtyp
   ffn_ = divides(config_.intermediate_size, "intermediate_size");
   vocab_ = divides(config_.vocab_size, "vocab_size");
   declare_parameters();
+  mark_trainable(params_, peft_, config_);
+  lowest_trained_block_ = params_[embed_].trainable ? 0 : config_.num_hidden_layers;
+  for (size_t l = layers_.size(); l-- > 0;)
+    for (size_t i = layers_[l].first; i < layers_[l].end; ++i)
+      if (params_[i].trainable) lowest_trained_block_ = std::min<int64_t>(lowest_trained_block_, int64_t(l));
   params_.allocate(dtype_, pad_multiple, gradient_buffer);
   const_arena_ = std::make_unique<Arena>(backend_.memory(), "rope tables");
   act_arena_ = std::make_unique<Arena>(backend_.memory(), "activations");
@@ -86,24 +95,45 @@ void Transformer::declare_parameters() {
     return params_.declare(std::move(name), Shape{len}, init, true, split, n, r);
   };
   embed_ = matrix("model.embed_tokens.weight", V, C, kRows);
+  const bool adapters = peft_.adapters();
+  const LoraTargets targets = adapters ? LoraTargets(peft_.lora, c.num_hidden_layers) : LoraTargets();
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     LayerParams lp;
     lp.first = params_.size();
     lp.input_norm = vector(p + "input_layernorm.weight", C, ParamInit::Ones, kReplicated);
-    lp.q = matrix(p + "self_attn.q_proj.weight", c.q_dim(), C, kRows);
-    lp.k = matrix(p + "self_attn.k_proj.weight", c.kv_dim(), C, kRows);
-    lp.v = matrix(p + "self_attn.v_proj.weight", c.kv_dim(), C, kRows);
+    const size_t q = matrix(p + "self_attn.q_proj.weight", c.q_dim(), C, kRows);
+    const size_t k = matrix(p + "self_attn.k_proj.weight", c.kv_dim(), C, kRows);
+    const size_t v = matrix(p + "self_attn.v_proj.weight", c.kv_dim(), C, kRows);
+    size_t q_bias = kNoParam, k_bias = kNoParam, v_bias = kNoParam;
     if (c.attention_bias) {
-      lp.q_bias = vector(p + "self_attn.q_proj.bias", c.q_dim(), ParamInit::Zeros, kRows);
-      lp.k_bias = vector(p + "self_attn.k_proj.bias", c.kv_dim(), ParamInit::Zeros, kRows);
-      lp.v_bias = vector(p + "self_attn.v_proj.bias", c.kv_dim(), ParamInit::Zeros, kRows);
+      q_bias = vector(p + "self_attn.q_proj.bias", c.q_dim(), ParamInit::Zeros, kRows);
+      k_bias = vector(p + "self_attn.k_proj.bias", c.kv_dim(), ParamInit::Zeros, kRows);
+      v_bias = vector(p + "self_attn.v_proj.bias", c.kv_dim(), ParamInit::Zeros, kRows);
     }
-    lp.o = matrix(p + "self_attn.o_proj.weight", C, c.q_dim(), kColumns);
+    const size_t o = matrix(p + "self_attn.o_proj.weight", C, c.q_dim(), kColumns);
     lp.post_norm = vector(p + "post_attention_layernorm.weight", C, ParamInit::Ones, kReplicated);
-    lp.gate = matrix(p + "mlp.gate_proj.weight", F, C, kRows);
-    lp.up = matrix(p + "mlp.up_proj.weight", F, C, kRows);
-    lp.down = matrix(p + "mlp.down_proj.weight", C, F, kColumns);
+    const size_t gate = matrix(p + "mlp.gate_proj.weight", F, C, kRows);
+    const size_t up = matrix(p + "mlp.up_proj.weight", F, C, kRows);
+    const size_t down = matrix(p + "mlp.down_proj.weight", C, F, kColumns);
+    // Adapters follow the block's base parameters, so the block stays one gradient group.
+    auto unit = [&](int site, size_t weight, size_t bias, int64_t out, int64_t in) {
+      const ProjectionSite& s = kProjectionSites[site];
+      const std::string path = projection_path(l, s);
+      LoraAttachment lora;
+      if (adapters && targets.selected(l, site))
+        lora = declare_lora(params_, peft_.lora, path, out, in, s.column_parallel, n, r);
+      return std::tuple{path, weight, bias, lora};
+    };
+    auto column = [&](auto t) { return std::make_from_tuple<ColumnParallelProjection>(t); };
+    auto row = [&](auto t) { return std::make_from_tuple<RowParallelProjection>(t); };
+    lp.q = column(unit(0, q, q_bias, c.q_dim(), C));
+    lp.k = column(unit(1, k, k_bias, c.kv_dim(), C));
+    lp.v = column(unit(2, v, v_bias, c.kv_dim(), C));
+    lp.o = row(unit(3, o, kNoParam, C, c.q_dim()));
+    lp.gate = column(unit(4, gate, kNoParam, F, C));
+    lp.up = column(unit(5, up, kNoParam, F, C));
+    lp.down = row(unit(6, down, kNoParam, C, F));
     lp.end = params_.size();
     layers_.push_back(lp);
   }
@@ -113,13 +143,58 @@ void Transformer::declare_parameters() {
 
 void Transformer::init_weights(uint64_t seed) { params_.init(seed, float(config_.initializer_range)); }
 
+const ColumnParallelProjection& Transformer::column_projection(int64_t layer, int site) const {
+  const LayerParams& lp = layers_[size_t(layer)];
+  switch (site) {
+    case 0: return lp.q;
+    case 1: return lp.k;
+    case 2: return lp.v;
+    case 4: return lp.gate;
+    case 5: return lp.up;
+  }
+  fail("projection site {} is not column-parallel", site);
+}
+
+const RowParallelProjection& Transformer::row_projection(int64_t layer, int site) const {
+  const LayerParams& lp = layers_[size_t(layer)];
+  if (site == 3) return lp.o;
+  if (site == 6) return lp.down;
+  fail("projection site {} is not row-parallel", site);
+}
+
+ProjectionContext Transformer::projection_context(bool training) {
+  return {backend_, params_, tp_, *act_arena_, training, dropout_seed_, micro_batch_index_};
+}
+
+void Transformer::init_adapters(uint64_t seed) {
+  act_arena_->reset();
+  ProjectionContext pc = projection_context(false);
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l)
+    for (int s = 0; s < 7; ++s) {
+      const bool column = kProjectionSites[s].column_parallel;
+      const LoraAttachment& lora =
+          column ? column_projection(l, s).lora() : row_projection(l, s).lora();
+      if (!lora.defined()) continue;
+      init_lora(params_, lora, peft_.lora, seed);
+      if (!lora.dora()) continue;
+      // m = ‖W0 + s·B·A‖ per row (= ‖W0‖ with B = 0): DoRA starts equal to the base.
+      Parameter& m = params_[lora.magnitude];
+      Tensor sumsq = act_arena_->allocate(DType::F32, m.shape);
+      if (column) column_projection(l, s).dora_row_sum_squares(pc, sumsq);
+      else row_projection(l, s).dora_row_sum_squares(pc, sumsq);
+      std::vector<float> host(size_t(m.shape.numel()));
+      backend_.copy_to_host(host.data(), sumsq);
+      for (float& x : host) x = std::sqrt(x);
+      backend_.copy_from_host(sumsq, host.data());
+      backend_.copy(m.value, sumsq);
+      act_arena_->reset();
+    }
+  backend_.synchronize();
+}
+
 Tensor Transformer::grad_or_none(size_t index) {
   Parameter& p = params_[index];
   return p.trainable ? p.grad : Tensor{};
-}
-
-Tensor Transformer::bias(size_t index) const {
-  return index == kNone ? Tensor{} : params_[index].value;
 }
 
 size_t Transformer::activation_peak_bytes() const { return act_arena_->peak_bytes(); }
@@ -146,7 +221,7 @@ Transformer::Inputs Transformer::upload(const MicroBatch& batch) {
   return in;
 }
 
-void Transformer::allocate_acts(Acts& a, int64_t T) {
+void Transformer::allocate_acts(Acts& a, int64_t T, int64_t layer) {
   const int64_t C = config_.hidden_size, F = ffn_, D = config_.head_dim;
   auto act = [&](int64_t cols) { return act_arena_->allocate(dtype_, Shape{T, cols}); };
   a.ln1 = act(C);
@@ -162,6 +237,16 @@ void Transformer::allocate_acts(Acts& a, int64_t T) {
   a.gate = act(F);
   a.up = act(F);
   a.act = act(F);
+  // Adapter tensors: block `layer`'s, or (one set shared by every block) any block's.
+  for (int s = 0; s < 7; ++s)
+    for (int64_t l = layer < 0 ? 0 : layer; l < (layer < 0 ? config_.num_hidden_layers : layer + 1); ++l) {
+      const Projection& p = kProjectionSites[s].column_parallel
+                                ? static_cast<const Projection&>(column_projection(l, s))
+                                : static_cast<const Projection&>(row_projection(l, s));
+      if (!p.lora().defined()) continue;
+      p.allocate_acts(a.proj[s], *act_arena_, dtype_, T, params_);
+      break;
+    }
 }
 
 void Transformer::block_forward(int l, Tensor res_in, Tensor res_out, Acts& a, const Inputs& in) {
@@ -172,10 +257,12 @@ void Transformer::block_forward(int l, Tensor res_in, Tensor res_out, Acts& a, c
   const int window = int(c.sliding_window);
   auto W = [&](size_t i) { return params_[i].value; };
 
+  const ProjectionContext pc = projection_context(training_);
+
   backend_.rmsnorm_forward(a.ln1, a.rstd1, res_in, W(lp.input_norm), eps);
-  backend_.linear_forward(a.q, a.ln1, W(lp.q), bias(lp.q_bias));
-  backend_.linear_forward(a.k, a.ln1, W(lp.k), bias(lp.k_bias));
-  backend_.linear_forward(a.v, a.ln1, W(lp.v), bias(lp.v_bias));
+  lp.q.forward(pc, a.q, a.ln1, a.proj[0]);
+  lp.k.forward(pc, a.k, a.ln1, a.proj[1]);
+  lp.v.forward(pc, a.v, a.ln1, a.proj[2]);
   Tensor q3 = a.q.view(Shape{T, heads_, D});
   Tensor k3 = a.k.view(Shape{T, kv_heads_, D});
   Tensor v3 = a.v.view(Shape{T, kv_heads_, D});
@@ -184,16 +271,14 @@ void Transformer::block_forward(int l, Tensor res_in, Tensor res_out, Acts& a, c
   backend_.attention_forward(a.att.view(Shape{T, heads_, D}), a.lse, q3, k3, v3,
                              in.cu_seqlens, window, Tensor{}, Tensor{});
   // res_mid = res_in + o_proj(att); the projection is written to res_out as scratch.
-  backend_.linear_forward(res_out, a.att, W(lp.o), Tensor{});
-  tp_.reduce_row_parallel_output(res_out);
+  lp.o.forward(pc, res_out, a.att, a.proj[3]);
   backend_.add(a.res_mid, res_in, res_out);
 
   backend_.rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, W(lp.post_norm), eps);
-  backend_.linear_forward(a.gate, a.ln2, W(lp.gate), Tensor{});
-  backend_.linear_forward(a.up, a.ln2, W(lp.up), Tensor{});
+  lp.gate.forward(pc, a.gate, a.ln2, a.proj[4]);
+  lp.up.forward(pc, a.up, a.ln2, a.proj[5]);
   backend_.swiglu_forward(a.act, a.gate, a.up);
-  backend_.linear_forward(res_out, a.act, W(lp.down), Tensor{});
-  tp_.reduce_row_parallel_output(res_out);
+  lp.down.forward(pc, res_out, a.act, a.proj[6]);
   backend_.add(res_out, res_out, a.res_mid);
 }
 
@@ -203,7 +288,8 @@ void Transformer::block_backward(int l, Tensor res_in, Tensor dres, Acts& a, con
   const int64_t T = in.T, C = c.hidden_size, F = ffn_, D = c.head_dim;
   const int window = int(c.sliding_window);
   auto W = [&](size_t i) { return params_[i].value; };
-  auto dW = [&](size_t i) { return i == kNone ? Tensor{} : grad_or_none(i); };
+  auto dW = [&](size_t i) { return grad_or_none(i); };
+  const ProjectionContext pc = projection_context(true);
 
   // Scratch gradients, popped when the block is done.
   Arena::Mark mark = act_arena_->mark();
@@ -215,10 +301,10 @@ void Transformer::block_backward(int l, Tensor res_in, Tensor dres, Acts& a, con
 
   // MLP: res_out = res_mid + down(silu(gate) * up), gate/up = W · rmsnorm(res_mid)
   Tensor dact = scratch(F), dgate = scratch(F), dup = scratch(F), dln = scratch(C);
-  backend_.linear_backward(dact, dW(lp.down), Tensor{}, dres, a.act, W(lp.down));
+  lp.down.backward(pc, dact, dres, a.act, a.proj[6]);
   backend_.swiglu_backward(dgate, dup, dact, a.gate, a.up);
-  backend_.linear_backward(dln, dW(lp.gate), Tensor{}, dgate, a.ln2, W(lp.gate));
-  backend_.linear_backward(dln, dW(lp.up), Tensor{}, dup, a.ln2, W(lp.up));
+  lp.gate.backward(pc, dln, dgate, a.ln2, a.proj[4]);
+  lp.up.backward(pc, dln, dup, a.ln2, a.proj[5]);
   tp_.reduce_column_parallel_input_grad(dln);
   backend_.rmsnorm_backward(dres, dW(lp.post_norm), dln, a.res_mid, W(lp.post_norm), a.rstd2);
   // dres is now d(res_mid): the identity path plus the MLP branch.
@@ -226,7 +312,7 @@ void Transformer::block_backward(int l, Tensor res_in, Tensor dres, Acts& a, con
   // Attention: res_mid = res_in + o_proj(attention(rope(q), rope(k), v))
   Tensor datt = scratch(heads_ * D), dq = scratch(heads_ * D);
   Tensor dk = scratch(kv_heads_ * D), dv = scratch(kv_heads_ * D);
-  backend_.linear_backward(datt, dW(lp.o), Tensor{}, dres, a.att, W(lp.o));
+  lp.o.backward(pc, datt, dres, a.att, a.proj[3]);
   const Shape qs{T, heads_, D}, ks{T, kv_heads_, D};
   backend_.attention_backward(dq.view(qs), dk.view(ks), dv.view(ks), datt.view(qs), a.q.view(qs),
                               a.k.view(ks), a.v.view(ks), a.att.view(qs), a.lse, in.cu_seqlens,
@@ -234,9 +320,9 @@ void Transformer::block_backward(int l, Tensor res_in, Tensor dres, Acts& a, con
   backend_.rope_backward(dq.view(qs), in.positions, rope_cos_, rope_sin_);
   backend_.rope_backward(dk.view(ks), in.positions, rope_cos_, rope_sin_);
   backend_.zero(dln);
-  backend_.linear_backward(dln, dW(lp.q), dW(lp.q_bias), dq, a.ln1, W(lp.q));
-  backend_.linear_backward(dln, dW(lp.k), dW(lp.k_bias), dk, a.ln1, W(lp.k));
-  backend_.linear_backward(dln, dW(lp.v), dW(lp.v_bias), dv, a.ln1, W(lp.v));
+  lp.q.backward(pc, dln, dq, a.ln1, a.proj[0]);
+  lp.k.backward(pc, dln, dk, a.ln1, a.proj[1]);
+  lp.v.backward(pc, dln, dv, a.ln1, a.proj[2]);
   tp_.reduce_column_parallel_input_grad(dln);
   backend_.rmsnorm_backward(dres, dW(lp.input_norm), dln, res_in, W(lp.input_norm), a.rstd1);
   act_arena_->release(mark);
@@ -251,7 +337,7 @@ void Transformer::forward_trunk(Inputs& in, bool for_backward) {
   for (int64_t i = 0; i < n_res; ++i)
     in.residuals.push_back(act_arena_->allocate(dtype_, Shape{T, C}));
   in.acts.resize(keep_all ? L : 1);
-  for (auto& a : in.acts) allocate_acts(a, T);
+  for (size_t i = 0; i < in.acts.size(); ++i) allocate_acts(in.acts[i], T, keep_all ? int64_t(i) : -1);
 
   backend_.embedding_forward(in.residuals[0], in.ids, params_[embed_].value);
   tp_.reduce_embedding_output(in.residuals[0]);
@@ -268,12 +354,14 @@ void Transformer::forward_trunk(Inputs& in, bool for_backward) {
 }
 
 LossSum Transformer::forward_loss(const MicroBatch& batch) {
+  training_ = false;
   Inputs in = upload(batch);
   forward_trunk(in, false);
   return lm_head_loss(in, Tensor{}, Tensor{}, 1.0f);
 }
 
 LossSum Transformer::forward_backward(const MicroBatch& batch, float grad_scale) {
+  training_ = true;
   Inputs in = upload(batch);
   forward_trunk(in, true);
   const int64_t T = in.T, C = config_.hidden_size, L = config_.num_hidden_layers;
@@ -294,7 +382,8 @@ LossSum Transformer::forward_backward(const MicroBatch& batch, float grad_scale)
   // Final norm and an untied head are done; a tied head is the embedding, done last.
   if (grad_ready_) grad_ready_(final_norm_, params_.size());
 
-  for (int64_t l = L - 1; l >= 0; --l) {
+  // Blocks below the lowest one that trains need no backward when the embedding is frozen.
+  for (int64_t l = L - 1; l >= lowest_trained_block_; --l) {
     Acts& a = in.acts[recompute_ ? 0 : l];
     // Recompute: re-run the block forward from its saved input; dlnf is free scratch
     // for its output (the result equals residuals[l + 1], already consumed).
@@ -351,6 +440,7 @@ LossSum Transformer::lm_head_loss(const Inputs& in, Tensor dx, Tensor dweight, f
 
 std::vector<float> Transformer::logits(const MicroBatch& batch) {
   if (tp_.active()) fail("Transformer::logits: not available with tensor parallelism");
+  training_ = false;
   Inputs in = upload(batch);
   forward_trunk(in, false);
   const int64_t T = in.T, V = config_.vocab_size;

@@ -12,6 +12,7 @@
 #include "model/config.h"
 #include "model/parameters.h"
 #include "parallel/tensor_parallel.h"
+#include "peft/peft.h"
 
 namespace temper {
 
@@ -21,16 +22,29 @@ class Transformer {
   // (ZeRO needs equal shards). tp: this rank's place in a tensor-parallel group; the
   // parameters are then this rank's shards (heads, MLP columns, vocabulary rows).
   // gradient_buffer = false: no flat gradient buffer; the grad-bind hook provides
-  // gradient storage group by group during backward (ZeRO-2).
+  // gradient storage group by group during backward (ZeRO-2). peft: what trains, and the
+  // adapters the projections carry (src/peft); the default trains every weight.
   Transformer(const ModelConfig& config, Backend& backend, DType dtype, int64_t pad_multiple = 1,
-              TensorParallel tp = {}, bool gradient_buffer = true);
+              TensorParallel tp = {}, bool gradient_buffer = true, const PeftSpec& peft = {});
   ~Transformer();
 
   const ModelConfig& config() const { return config_; }
   ParameterSet& params() { return params_; }
   const ParameterSet& params() const { return params_; }
   Backend& backend() { return backend_; }
-  void init_weights(uint64_t seed);
+  void init_weights(uint64_t seed);  // the base weights (not the adapters)
+  // Adapters: LoRA A and B from `seed` (B = 0, so the model is unchanged), DoRA's magnitude
+  // from the base weights as they are now (load them first).
+  void init_adapters(uint64_t seed);
+  const PeftSpec& peft() const { return peft_; }
+  // Dropout masks are drawn from (seed, projection, micro-batch index, element): the index
+  // is the global position of the next forward_backward's micro-batch in the run (step ×
+  // micro-batches per step + its index in the global batch), so every layout draws alike.
+  void set_dropout_seed(uint64_t seed) { dropout_seed_ = seed; }
+  void set_micro_batch_index(uint64_t index) { micro_batch_index_ = index; }
+  // The projection units of block `layer`, in kProjectionSites order (generation uses them).
+  const ColumnParallelProjection& column_projection(int64_t layer, int site) const;
+  const RowParallelProjection& row_projection(int64_t layer, int site) const;
 
   // Activation recompute: keep only each block's input and re-run the block's forward
   // inside its backward.
@@ -70,7 +84,8 @@ class Transformer {
 
   void declare_parameters();
   Inputs upload(const MicroBatch& batch);
-  void allocate_acts(Acts& a, int64_t T);
+  // One block's activations; adapter tensors for block `layer`, or for any block (-1).
+  void allocate_acts(Acts& a, int64_t T, int64_t layer);
   // Forward of block l from res_in[T,C] into res_out[T,C], saving into `a`.
   void block_forward(int l, Tensor res_in, Tensor res_out, Acts& a, const Inputs& in);
   // dres[T,C]: gradient w.r.t. the block output on entry, w.r.t. its input on exit.
@@ -81,10 +96,11 @@ class Transformer {
   // LM head + cross-entropy over token chunks: the fused backend op, or with tensor
   // parallelism the vocab-parallel form (partials exchanged, logits never gathered).
   LossSum lm_head_loss(const Inputs& in, Tensor dx, Tensor dweight, float grad_scale);
-  Tensor bias(size_t index) const;
+  ProjectionContext projection_context(bool training);
 
   ModelConfig config_;
   Backend& backend_;
+  PeftSpec peft_;
   TensorParallel tp_;
   int64_t heads_ = 0, kv_heads_ = 0, ffn_ = 0, vocab_ = 0;  // this rank's share
   DType dtype_;
@@ -92,8 +108,11 @@ class Transformer {
   std::vector<LayerParams> layers_;
   size_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;
   bool recompute_ = false;
+  bool training_ = false;  // forward_backward: dropout on
+  int64_t lowest_trained_block_ = 0;  // backward stops there (a frozen embedding needs no more)
   GradReadyHook grad_ready_, grad_bind_;
   int64_t loss_chunk_ = 256;
+  uint64_t dropout_seed_ = 0, micro_batch_index_ = 0;
 
   std::unique_ptr<Arena> const_arena_;  // rope tables
   std::unique_ptr<Arena> act_arena_;    // per-micro-batch activations, reset each call

@@ -8,7 +8,7 @@ namespace temper {
 AdamW::AdamW(ParameterSet& params, Backend& backend, const AdamWConfig& config, ElementRange range)
     : params_(params), backend_(backend), config_(config) {
   arena_ = std::make_unique<Arena>(backend_.memory(), "optimizer state");
-  const int64_t lo = range.begin, hi = range.end < 0 ? params_.numel() : range.end;
+  const int64_t lo = range.begin, hi = range.end < 0 ? params_.trainable_numel() : range.end;
   for (size_t i = 0; i < params_.size(); ++i) {
     const Parameter& p = params_[i];
     if (!p.trainable) continue;

@@ -9,7 +9,9 @@ GradientBuckets::GradientBuckets(ParameterSet& params, Communicator& dp, double 
   const size_t limit = size_t(bucket_mb * 1024.0 * 1024.0);
   const Tensor flat = params_.flat_grads();
   const size_t elem = dtype_size(flat.dtype());
-  // Walk in backward order; a frozen parameter or a full bucket closes the current one.
+  // Walk in backward order; a full bucket closes the current one. Frozen parameters have
+  // no gradient and are not in the trainable region, so the trainable ones around them
+  // are adjacent there.
   int64_t lo = -1, hi = -1;  // element range [lo, hi) of the open bucket
   auto close = [&] {
     if (lo < 0) return;
@@ -18,10 +20,7 @@ GradientBuckets::GradientBuckets(ParameterSet& params, Communicator& dp, double 
   };
   for (size_t i = params_.size(); i-- > 0;) {
     const Parameter& p = params_[i];
-    if (!p.trainable) {
-      close();
-      continue;
-    }
+    if (!p.trainable) continue;
     if (lo >= 0 && size_t(hi - lo) * elem >= limit) close();
     if (lo < 0) {
       buckets_.emplace_back();

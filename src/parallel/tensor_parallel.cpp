@@ -29,7 +29,7 @@ double TensorParallel::combine_sum_squares(double sharded, double replicated) co
 
 SumSquares gradient_sum_squares(const ParameterSet& params, Backend& backend, int64_t begin,
                                 int64_t end) {
-  if (end < 0) end = params.numel();
+  if (end < 0) end = params.trainable_numel();
   SumSquares s;
   for (const Parameter& p : params.all()) {
     if (!p.trainable) continue;

@@ -10,6 +10,13 @@
 //       the lookups are summed over ranks                 -> reduce_embedding_output
 //   vocab-parallel cross-entropy: LM-head rows split; per-row (max, Σexp, target logit)
 //       partials are all-gathered, never the logits       -> gather_cross_entropy_partials
+// and, for LoRA / DoRA on those projections (src/peft/projection.h):
+//   row-parallel base, A split by columns: the hidden s·x·Aᵀ [T, r] is a partial sum
+//                                                         -> reduce_lora_row_hidden
+//   column-parallel base, B split by rows: its gradient dh [T, r] is a partial sum
+//                                                         -> reduce_lora_column_hidden_grad
+//   DoRA on a row-parallel base: each row's Σ w² is split over the columns
+//                                                         -> reduce_dora_row_norms
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -34,6 +41,9 @@ class TensorParallel {
   void reduce_row_parallel_output(Tensor out) const { sum(out); }
   void reduce_column_parallel_input_grad(Tensor dx) const { sum(dx); }
   void reduce_embedding_output(Tensor out) const { sum(out); }
+  void reduce_lora_row_hidden(Tensor h) const { sum(h); }
+  void reduce_lora_column_hidden_grad(Tensor dh) const { sum(dh); }
+  void reduce_dora_row_norms(Tensor sumsq) const { sum(sumsq); }
   // all[R, n, 3] = every rank's mine[n, 3], in rank order.
   void gather_cross_entropy_partials(Tensor all, Tensor mine) const;
 

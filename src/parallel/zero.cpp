@@ -1,6 +1,7 @@
 #include "parallel/zero.h"
 
 #include <algorithm>
+#include <tuple>
 #include <fmt/format.h>
 
 #include "core/error.h"
@@ -58,7 +59,7 @@ std::string MemoryReport::str() const {
 MemoryReport memory_report(const ParameterSet& params, const AdamW& optimizer,
                            const ZeroGradientShards* zero2) {
   MemoryReport r;
-  r.parameters = params.flat_values().nbytes();
+  r.parameters = params.value_bytes();
   r.gradients = zero2 ? zero2->shard_bytes()
                       : (params.flat_grads().defined() ? params.flat_grads().nbytes() : 0);
   r.transient = zero2 ? zero2->transient_peak_bytes() : 0;
@@ -79,9 +80,9 @@ ZeroGradientShards::ZeroGradientShards(ParameterSet& params, Communicator& dp, B
     Group g;
     g.first = first;
     g.last = last;
-    g.offset = params_[first].offset;
-    const Parameter& end = params_[last - 1];
-    g.numel = end.offset + end.shape.numel() - g.offset;
+    // The group's trainable gradients are one contiguous run of the trainable region
+    // (none when every parameter of the group is frozen: then it has no buffer at all).
+    std::tie(g.offset, g.numel) = params_.trainable_range(first, last);
     g.shard = (g.numel + n - 1) / n;
     g.shard_offset = total;
     total += g.shard;
@@ -103,6 +104,7 @@ void ZeroGradientShards::zero() { backend_.zero(shards_); }
 void ZeroGradientShards::bind(size_t first, size_t last) {
   const Group& g = group_of(first);
   TEMPER_CHECK(g.last == last, "ZeRO-2: group [{}, {}) bound as [{}, {})", g.first, g.last, first, last);
+  if (g.numel == 0) return;  // all frozen: no gradients to hold
   bound_.emplace_back(first, pool_.mark());
   Tensor buffer = pool_.allocate(shards_.dtype(), Shape{g.shard * dp_.size()});  // padded
   backend_.zero(buffer);
@@ -111,6 +113,7 @@ void ZeroGradientShards::bind(size_t first, size_t last) {
 }
 
 void ZeroGradientShards::ready(size_t first, size_t last) {
+  if (group_of(first).numel == 0) return;
   TEMPER_CHECK(!bound_.empty() && bound_.back().first == first,
                "ZeRO-2: group at parameter {} finished out of order", first);
   const Group& g = group_of(first);
@@ -155,6 +158,7 @@ void ZeroGradientShards::all_gather_parameters() {
   const Tensor values = params_.flat_values();
   const int64_t r = dp_.rank();
   for (const Group& g : groups_) {
+    if (g.numel == 0) continue;
     Arena::Mark mark = pool_.mark();
     Tensor buffer = pool_.allocate(values.dtype(), Shape{g.shard * dp_.size()});
     // This rank's slice (the last one may run past the group: padding stays zero).

@@ -13,15 +13,20 @@
 #include "optim/adamw.h"
 #include "train/train_step.h"
 #include "train/trainer.h"
+#include "train/training_run.h"
 
 namespace temper {
 
-double model_flops_per_token(const ModelConfig& c, int64_t seq_len, bool frozen_base) {
+double gemm_parameters(const ModelConfig& c) {
   const double head = c.tie_word_embeddings ? double(c.vocab_size) * double(c.hidden_size) : 0.0;
-  const double n = double(c.num_non_embedding_parameters()) + head;
+  return double(c.num_non_embedding_parameters()) + head;
+}
+
+double model_flops_per_token(const ModelConfig& c, int64_t seq_len, double adapter, double trained) {
+  const double n = gemm_parameters(c) + adapter;
   const double attention = 12.0 * double(c.num_hidden_layers) * double(c.num_attention_heads) *
                            double(c.head_dim) * double(seq_len);
-  return (frozen_base ? 4.0 : 6.0) * n + attention;
+  return 4.0 * n + 2.0 * trained + attention;
 }
 
 double known_peak_tflops(const std::string& name) {
@@ -45,13 +50,23 @@ nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
   if (S > mc.max_position_embeddings)
     fail("train.seq_len {} exceeds max_position_embeddings {}", S, mc.max_position_embeddings);
 
-  Transformer model(mc, *backend, dtype);
+  RunConfig rc = c;
+  if (!o.peft.empty()) rc.peft.method = o.peft;
+  validate_run_config(rc);
+  Transformer model(mc, *backend, dtype, 1, {}, true, peft_spec_of(rc));
   model.init_weights(uint64_t(c.seed));
+  model.init_adapters(uint64_t(c.seed));
   model.set_recompute(c.train.recompute);
   model.set_loss_chunk(c.train.loss_chunk);
-  if (o.frozen_base)
-    for (auto& p : model.params().all()) p.trainable = false;
   AdamW optimizer(model.params(), *backend, AdamWConfig{});
+  // GEMM weights: the adapters' (LoRA A, B) and the trained ones (the embedding is a lookup).
+  double adapter = 0, trained = 0;
+  for (const Parameter& p : model.params().all()) {
+    const bool gemm = p.shape.ndim == 2 && (p.name != "model.embed_tokens.weight" || mc.tie_word_embeddings);
+    if (gemm && p.init == ParamInit::Adapter) adapter += double(p.shape.numel());
+    if (gemm && p.trainable) trained += double(p.shape.numel());
+  }
+  if (model.params().trainable_numel() == 0) fail("bench: nothing trains (peft.method {})", rc.peft.method);
 
   // Random tokens, one full-length document per row.
   Rng rng(rng_stream(uint64_t(c.seed), RngPurpose::Data, 0xbe7c));
@@ -68,10 +83,10 @@ nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
   std::vector<MicroBatch> micro;
   for (int64_t i = 0; i < c.train.grad_accum; ++i) micro.push_back(random_batch());
 
-  log::info("bench: {} ({:.3f}B parameters) on {}, {} × {} × {} tokens per step, {}",
-            c.model.preset.empty() ? c.model.config : c.model.preset,
-            double(mc.num_parameters()) / 1e9, backend->device_name(), c.train.grad_accum, rows, S,
-            o.frozen_base ? "frozen base" : "full fine-tuning");
+  log::info("bench: {} ({:.3f}B parameters, {:.3f}M trained) on {}, {} × {} × {} tokens per step, "
+            "peft {}", c.model.preset.empty() ? c.model.config : c.model.preset,
+            double(mc.num_parameters()) / 1e9, double(model.params().trainable_numel()) / 1e6,
+            backend->device_name(), c.train.grad_accum, rows, S, rc.peft.method);
   std::vector<double> times;
   for (int64_t s = 0; s < o.warmup_steps + o.steps; ++s) {
     backend->synchronize();
@@ -85,15 +100,17 @@ nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
   const double median = times[times.size() / 2];
   const double tokens = double(c.train.grad_accum * rows * S);
   const double tps = tokens / median;
-  const double tflops = tps * model_flops_per_token(mc, S, o.frozen_base) / 1e12;
+  const double tflops = tps * model_flops_per_token(mc, S, adapter, trained) / 1e12;
   const double peak = o.peak_tflops > 0 ? o.peak_tflops : known_peak_tflops(backend->device_name());
   nlohmann::json j = {
       {"model", c.model.preset.empty() ? c.model.config : c.model.preset},
-      {"parameters", mc.num_parameters()},
+      {"parameters", model.params().numel()},
+      {"trainable_parameters", model.params().trainable_numel()},
       {"device", backend->device_name()},
       {"backend", backend->name()},
       {"dtype", c.model.dtype},
-      {"mode", o.frozen_base ? "frozen_base" : "full"},
+      {"mode", rc.peft.method},
+      {"peft", peft_spec_to_json(model.peft())},
       {"seq_len", S},
       {"micro_batch_size", rows},
       {"grad_accum", c.train.grad_accum},
@@ -114,8 +131,9 @@ nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
 
 std::string format_bench(const nlohmann::json& r) {
   std::string s = fmt::format(
-      "model {} ({:.3f}B params) | {} {} | {} | seq {} × {} rows × {} accum\n",
+      "model {} ({:.3f}B params, {:.3f}M trained) | {} {} | {} | seq {} × {} rows × {} accum\n",
       r["model"].get<std::string>(), r["parameters"].get<double>() / 1e9,
+      r["trainable_parameters"].get<double>() / 1e6,
       r["device"].get<std::string>(), r["dtype"].get<std::string>(), r["mode"].get<std::string>(),
       r["seq_len"].get<int64_t>(), r["micro_batch_size"].get<int64_t>(),
       r["grad_accum"].get<int64_t>());

@@ -1,8 +1,10 @@
 // `temper bench`: throughput of training steps for a config's model on random tokens:
 // tokens/s, achieved model TFLOP/s, MFU against the device's dense peak, peak memory.
-// Model FLOPs per token follow DESIGN §10: 6·N + 12·L·H·Q·T for full fine-tuning and
-// 4·N + 12·L·H·Q·T with a frozen base (no weight-gradient GEMMs), where N counts the
-// non-embedding parameters plus the LM head.
+// Model FLOPs per token follow DESIGN §10: 2 per weight for the forward GEMMs, 2 for the
+// input-gradient GEMMs, 2 more for each trained weight's gradient, plus 12·L·H·Q·T for
+// attention: 6·N for full fine-tuning, 4·N + 6·N_lora for LoRA (N: the non-embedding
+// parameters plus the LM head; N_lora: the adapters'). The run config's peft section
+// chooses the method (`--peft` overrides peft.method).
 #pragma once
 #include <optional>
 #include <string>
@@ -17,12 +19,16 @@ namespace temper {
 struct BenchOptions {
   int64_t warmup_steps = 2;
   int64_t steps = 5;
-  bool frozen_base = false;
+  std::string peft;  // "": the config's peft.method; else full | partial | lora
   double peak_tflops = 0;  // 0: from the device name, when known
 };
 
-// Model FLOPs per trained token.
-double model_flops_per_token(const ModelConfig& c, int64_t seq_len, bool frozen_base);
+// Model FLOPs per trained token: `adapter` extra GEMM weights (LoRA's A and B) beside the
+// model's, of which (with the model's) `trained` get weight gradients. Full fine-tuning:
+// adapter = 0, trained = N (every GEMM weight).
+double model_flops_per_token(const ModelConfig& c, int64_t seq_len, double adapter, double trained);
+// The GEMM weights of a model (non-embedding parameters plus the LM head: N above).
+double gemm_parameters(const ModelConfig& c);
 // Dense bf16 peak of a known GPU by its name (H100 SXM/PCIe, H200, A100), else 0.
 double known_peak_tflops(const std::string& device_name);
 

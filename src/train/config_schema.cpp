@@ -19,6 +19,7 @@ const char* config_value_type_name(ConfigValueType type) {
     case ConfigValueType::Float: return "float";
     case ConfigValueType::Bool: return "bool";
     case ConfigValueType::String: return "string";
+    case ConfigValueType::List: return "list of strings";
   }
   return "?";
 }
@@ -115,6 +116,12 @@ std::string format_value(const std::string& v) {
   YAML::Emitter out;
   out << YAML::DoubleQuoted << v;
   return out.c_str();
+}
+
+std::string format_value(const std::vector<std::string>& v) {
+  std::vector<std::string> items;
+  for (const auto& s : v) items.push_back(format_value(s));
+  return fmt::format("[{}]", fmt::join(items, ", "));
 }
 
 size_t edit_distance(std::string_view a, std::string_view b) {

@@ -7,14 +7,15 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "train/run_config.h"
 
 namespace temper::config_detail {
 
 // Calls f(key, field, help) for every key, in file order (sections contiguous). `Config`
-// is RunConfig or const RunConfig; a field is int64_t, double, bool, std::string or a
-// std::optional of one (the model overrides).
+// is RunConfig or const RunConfig; a field is int64_t, double, bool, std::string, a
+// std::optional of one (the model overrides) or a list of strings.
 template <typename Config, typename F>
 void for_each_config_field(Config& c, F&& f) {
   f("seed", c.seed, "seed of parameter init, synthetic data and shuffling");
@@ -27,6 +28,8 @@ void for_each_config_field(Config& c, F&& f) {
   f("model.path", m.path,
     "model to fine-tune: a Hugging Face directory (config.json + safetensors) or a .gguf file");
   f("model.dtype", m.dtype, "parameter / activation dtype: f32 | bf16");
+  f("model.adapter", m.adapter,
+    "a Hugging Face PEFT adapter directory (LoRA / DoRA) to continue training from");
   auto& o = m.overrides;
   f("model.model_type", o.model_type, "override: llama | mistral | qwen2");
   f("model.vocab_size", o.vocab_size, "override: vocabulary size");
@@ -100,6 +103,23 @@ void for_each_config_field(Config& c, F&& f) {
   f("parallel.bucket_mb", q.bucket_mb, "gradient all-reduce bucket size (MiB)");
   f("parallel.timeout_s", q.timeout_s, "a collective not done in this time aborts the job");
 
+  auto& e = c.peft;
+  f("peft.method", e.method, "what trains: full | partial | lora (see docs/peft.md)");
+  f("peft.trainable", e.trainable,
+    "partial: rules of what trains, regexes over parameter names or head, embed, norm, bias, "
+    "last:N");
+  f("peft.r", e.r, "lora: rank");
+  f("peft.alpha", e.alpha, "lora: lora_alpha (scale alpha / r, or alpha / sqrt(r) with rslora)");
+  f("peft.dropout", e.dropout, "lora: dropout on the adapter's input");
+  f("peft.target_modules", e.target_modules,
+    "lora: projections to adapt, e.g. [q_proj, v_proj], or all-linear");
+  f("peft.layers", e.layers, "lora: block indices to adapt (empty = all)");
+  f("peft.modules_to_save", e.modules_to_save,
+    "lora: modules trained in full besides the adapters: lm_head, embed_tokens");
+  f("peft.use_rslora", e.use_rslora, "lora: scale alpha / sqrt(r) instead of alpha / r");
+  f("peft.use_dora", e.use_dora, "lora: DoRA (a trained magnitude per output row)");
+  f("peft.init", e.init, "lora: A's init: default (Kaiming-uniform) | gaussian (N(0, 1/r))");
+
   auto& k = c.checkpoint;
   f("checkpoint.every", k.every,
     "save OUT_DIR/checkpoints/step-N.h5 every N steps and at the end (0 = only when stopped)");
@@ -132,6 +152,11 @@ struct FieldTraits<std::string> {
   static constexpr ConfigValueType type = ConfigValueType::String;
   static constexpr bool optional = false;
 };
+template <>
+struct FieldTraits<std::vector<std::string>> {
+  static constexpr ConfigValueType type = ConfigValueType::List;
+  static constexpr bool optional = false;
+};
 template <typename T>
 struct FieldTraits<std::optional<T>> {
   static constexpr ConfigValueType type = FieldTraits<T>::type;
@@ -152,6 +177,7 @@ std::string format_value(int64_t v);
 std::string format_value(double v);
 std::string format_value(bool v);
 std::string format_value(const std::string& v);
+std::string format_value(const std::vector<std::string>& v);  // ["a", "b"]
 template <typename T>
 std::string format_value(const std::optional<T>& v) {
   return v ? format_value(*v) : std::string("~");

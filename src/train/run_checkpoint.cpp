@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "checkpoint/base.h"
 #include "checkpoint/checkpoint.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -84,6 +85,9 @@ RunCounters load_start_point(TrainingRun& run, const StartPoint& start) {
     // order and the step count then start fresh.
     meta = read_checkpoint_meta(path);
     AdamW* optimizer = meta.has_optimizer ? run.optimizer.get() : nullptr;
+    // A base that came from a model-only checkpoint is not where model.path points.
+    if (meta.has_base && fs::path(meta.base_model).extension() == ".h5")
+      load_base_model(*run.model, meta.base_model, uint64_t(c.seed), run.place.grid.get());
     meta = load_checkpoint(path, *run.model, optimizer, run.place.grid.get());
     if (optimizer) state = read_rank_state(path, 0, 0);  // every rank walks the same stream
   } catch (const Error& e) {
@@ -96,6 +100,11 @@ RunCounters load_start_point(TrainingRun& run, const StartPoint& start) {
     fail("cannot start from checkpoint.load={}: {}", path, why);
   }
   const bool rank0 = run.place.is_rank0();
+  // The base this run's frozen parameters hold: a PEFT run started from a model-only
+  // checkpoint took its base from that file, and so does every resume of it.
+  if (!meta.has_optimizer && run.model->params().frozen_numel() > 0)
+    run.base_model = fs::absolute(path).lexically_normal().string();
+  if (meta.has_base) run.base_model = meta.base_model;
   if (!meta.has_optimizer) {
     if (rank0)
       log::info("weights from {} (a model-only checkpoint: optimizer state and data order start "
@@ -137,6 +146,8 @@ std::string save_run_checkpoint(TrainingRun& run, const CheckpointDir& dir,
   meta.nonfinite_streak = k.nonfinite_streak;
   meta.skipped_steps = k.skipped_steps;
   meta.source = c.model.path;
+  meta.base_model = run.base_model;
+  meta.extra["peft"] = peft_spec_to_json(run.model->peft()).dump();
   RankState state;
   state.rng = {uint64_t(c.seed)};  // the only randomness left after init: the data order
   state.data = run.train_data->position();

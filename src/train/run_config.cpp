@@ -45,21 +45,32 @@ using Origins = std::map<std::string, Origin>;
 
 const char* node_kind(const YAML::Node& node) {
   if (node.IsMap()) return "a map";
-  if (node.IsSequence()) return "a sequence (sequences are not allowed)";
+  if (node.IsSequence()) return "a sequence";
   return "a scalar";
 }
 
-// A scalar value as read: its text, or null (`~`, `null`, an empty value).
+// A value as read: a scalar's text, or null (`~`, `null`, an empty value), or a sequence
+// of scalars (list keys only).
 struct ScalarValue {
   std::string text;
   bool is_null = false;
+  bool is_list = false;
+  std::vector<std::string> items;
 };
 
 template <typename T>
 void parse_into(T& field, const std::string& key, const ScalarValue& value, const Origin& origin) {
   using Traits = FieldTraits<T>;
   const char* type_name = config_value_type_name(Traits::type);
-  if constexpr (Traits::optional) {
+  if constexpr (Traits::type == ConfigValueType::List) {
+    // A list key takes a sequence, one scalar (a one-item list) or null (empty).
+    if (value.is_list) field = value.items;
+    else if (value.is_null) field.clear();
+    else field = {value.text};
+  } else if (value.is_list) {
+    fail("config key '{}' {}: expected a single value ({}), got a sequence", key,
+         origin.describe(), type_name);
+  } else if constexpr (Traits::optional) {
     if (value.is_null) {
       field.reset();  // unset: the preset / config.json value stays
     } else {
@@ -96,8 +107,20 @@ void assign(RunConfig& config, Origins& origins, const std::string& key, const S
   origins[key] = origin;
 }
 
-ScalarValue scalar_of(const YAML::Node& node) {
+// A scalar, null, or a sequence of scalars; `key` and `origin` name a bad sequence.
+ScalarValue value_of(const YAML::Node& node, const std::string& key, const Origin& origin) {
   if (node.IsNull()) return {"", true};
+  if (node.IsSequence()) {
+    ScalarValue v;
+    v.is_list = true;
+    for (const auto& item : node) {
+      if (!item.IsScalar())
+        fail("config key '{}' {}: a list of plain values is expected, got an item that is {}",
+             key, origin.describe(), node_kind(item));
+      v.items.push_back(item.Scalar());
+    }
+    return v;
+  }
   return {node.Scalar(), false};
 }
 
@@ -114,13 +137,13 @@ void read_map(const YAML::Node& node, const std::string& prefix, const std::stri
     const std::string key = prefix.empty() ? key_node.Scalar() : prefix + "." + key_node.Scalar();
     const Origin origin{fmt::format("{}:{}", source, line), false};
     if (is_config_key(key)) {
-      if (!value.IsNull() && !value.IsScalar())
+      if (value.IsMap())
         fail("config key '{}' {}: expected a single value, got {}", key, origin.describe(),
              node_kind(value));
       if (auto seen = origins.find(key); seen != origins.end())
         fail("config key '{}' is given twice in {} (at {} and line {})", key, source,
              seen->second.where, line);
-      assign(config, origins, key, scalar_of(value), origin);
+      assign(config, origins, key, value_of(value, key, origin), origin);
     } else if (is_config_section(key)) {
       if (value.IsMap()) {
         read_map(value, key, source, config, origins);
@@ -153,10 +176,10 @@ void apply_override(RunConfig& config, Origins& origins, const std::string& over
     if (is_config_section(key)) fail_section_value(key, origin, "a scalar");
     fail_unknown_key(key, origin);
   }
-  if (!value.IsNull() && !value.IsScalar())
+  if (value.IsMap())
     fail("config key '{}' {}: expected a single value, got {}", key, origin.describe(),
          node_kind(value));
-  assign(config, origins, key, scalar_of(value), origin);
+  assign(config, origins, key, value_of(value, key, origin), origin);
 }
 
 // ---- validation ------------------------------------------------------------------------
@@ -294,6 +317,26 @@ void validate(const RunConfig& c, const Origins* origins) {
   v.require("parallel.zero", q.zero, q.zero >= 0 && q.zero <= 2, "0, 1 or 2");
   v.require("parallel.bucket_mb", q.bucket_mb, q.bucket_mb > 0, "> 0");
   v.require("parallel.timeout_s", q.timeout_s, q.timeout_s > 0, "> 0");
+
+  const PeftSection& e = c.peft;
+  v.one_of("peft.method", e.method, {"full", "partial", "lora"});
+  v.require("peft.r", e.r, e.r > 0, "> 0");
+  v.require("peft.alpha", e.alpha, e.alpha > 0, "> 0");
+  v.require("peft.dropout", e.dropout, e.dropout >= 0 && e.dropout < 1, "in [0, 1)");
+  v.one_of("peft.init", e.init, {"default", "gaussian"});
+  if (e.method == "partial" && e.trainable.empty())
+    fail("config key 'peft.trainable'{} must list what trains when peft.method is partial "
+         "(e.g. [head, \"last:2\", norm])", v.where("peft.trainable"));
+  if (e.method != "partial" && !e.trainable.empty())
+    fail("config key 'peft.trainable'{} applies to peft.method partial, not {}",
+         v.where("peft.trainable"), e.method);
+  if (e.method != "lora" && (e.use_dora || !c.model.adapter.empty()))
+    fail("config key '{}'{} needs peft.method lora (it is {})",
+         e.use_dora ? "peft.use_dora" : "model.adapter",
+         v.where(e.use_dora ? "peft.use_dora" : "model.adapter"), e.method);
+  if (e.use_dora && e.dropout > 0)
+    fail("config keys 'peft.use_dora' and 'peft.dropout' = {}{}: DoRA with dropout is not "
+         "supported yet; set peft.dropout=0", e.dropout, v.where("peft.dropout"));
 
   const CheckpointSection& k = c.checkpoint;
   v.require("checkpoint.every", k.every, k.every >= 0, ">= 0 (0 = only when stopped)");

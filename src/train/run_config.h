@@ -56,6 +56,7 @@ struct ModelSection {
   std::string config;         // path to a Hugging Face config.json (at most one of the three)
   std::string path;           // Hugging Face model directory: config.json + safetensors weights
   std::string dtype = "f32";  // parameter / activation dtype: f32 | bf16 | f16
+  std::string adapter;        // a PEFT adapter directory to continue from
   ModelOverrides overrides;   // keys model.model_type, model.vocab_size, ...
   bool operator==(const ModelSection&) const = default;
 };
@@ -111,6 +112,22 @@ struct ParallelSection {  // layout over the ranks mpirun / srun started
   bool operator==(const ParallelSection&) const = default;
 };
 
+// Parameter-efficient fine-tuning (src/peft, docs/peft.md). Keys mirror PEFT's LoraConfig.
+struct PeftSection {
+  std::string method = "full";             // full | partial | lora
+  std::vector<std::string> trainable;      // partial: name rules (regex or shortcut)
+  int64_t r = 8;                           // lora rank
+  double alpha = 8.0;                      // lora_alpha
+  double dropout = 0.0;                    // lora_dropout
+  std::vector<std::string> target_modules = {"q_proj", "v_proj"};  // PEFT's Llama default
+  std::vector<std::string> layers;         // layers_to_transform (empty: all)
+  std::vector<std::string> modules_to_save;
+  bool use_rslora = false;
+  bool use_dora = false;
+  std::string init = "default";            // default | gaussian
+  bool operator==(const PeftSection&) const = default;
+};
+
 struct CheckpointSection {  // OUT_DIR/checkpoints/step-N.h5 and its `latest` pointer
   int64_t every = 0;     // save every N steps and at the end (0 = only when stopped early)
   int64_t keep = 3;      // complete checkpoints kept (the oldest are deleted)
@@ -128,6 +145,7 @@ struct RunConfig {
   TrainSection train;
   OptimSection optim;
   ParallelSection parallel;
+  PeftSection peft;
   CheckpointSection checkpoint;
   bool operator==(const RunConfig&) const = default;
 };
@@ -149,7 +167,7 @@ std::string to_yaml(const RunConfig& config);
 void apply_model_overrides(const RunConfig& config, ModelConfig& model);
 
 // ---- the schema ---------------------------------------------------------------------
-enum class ConfigValueType { Int, Float, Bool, String };
+enum class ConfigValueType { Int, Float, Bool, String, List };
 const char* config_value_type_name(ConfigValueType type);  // "int", "float", ...
 
 struct ConfigKeyInfo {

@@ -39,7 +39,12 @@ StepResult train_step(Transformer& model, AdamW& optimizer, const std::vector<Mi
     model.set_grad_bind_hook([&](size_t a, size_t b) { o.zero2->bind(a, b); });
     model.set_grad_ready_hook([&](size_t a, size_t b) { o.zero2->ready(a, b); });
   }
+  // Micro-batch i of dp rank r is number i·dp + r of the global batch (the loader deals
+  // them out round robin), so every layout numbers, and masks, each one alike.
+  const uint64_t dp_size = o.dp ? uint64_t(o.dp->size()) : 1, dp_rank = o.dp ? uint64_t(o.dp->rank()) : 0;
+  const uint64_t first = uint64_t(o.step_index) * uint64_t(micro.size()) * dp_size;
   for (size_t i = 0; i < micro.size(); ++i) {
+    model.set_micro_batch_index(first + uint64_t(i) * dp_size + dp_rank);
     // Gradients are final only in the last micro-batch: reduce them as they appear.
     const bool last = i + 1 == micro.size();
     if (o.grad_sync && last) {

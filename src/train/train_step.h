@@ -44,6 +44,9 @@ struct StepOptions {
   ZeroGradientShards* zero2 = nullptr;
   // Tensor parallelism: gradient norms sum the shards over the tp group.
   const TensorParallel* tp = nullptr;
+  // The 0-based index of this step in the run: with the rank's place in the global batch
+  // it numbers each micro-batch for the dropout masks (Transformer::set_micro_batch_index).
+  int64_t step_index = 0;
 };
 
 // `micro` is this rank's share of the global batch. A step whose loss or gradient norm

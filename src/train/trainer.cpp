@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <chrono>
+#include <fmt/ranges.h>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include "core/log.h"
 #include "data/tokenizer_export.h"
 #include "io/hf_model.h"
+#include "peft/adapter_files.h"
 #include "train/checkpointing.h"
 #include "train/metrics.h"
 #include "train/progress.h"
@@ -54,6 +56,16 @@ void log_run_header(TrainingRun& run) {
   log::info("global batch: {} dp × {} accum × {} rows × {} tokens; metrics -> {}/metrics.jsonl",
             run.place.dp_size(), c.train.grad_accum, c.train.micro_batch_size, c.train.seq_len,
             c.out_dir);
+  const ParameterSet& ps = run.model->params();
+  const PeftSpec& peft = run.model->peft();
+  std::string method = peft_method_name(peft.method);
+  if (peft.adapters())
+    method += fmt::format(" r={} alpha={}{}{} on {}", peft.lora.r, peft.lora.alpha,
+                          peft.lora.rslora ? " rsLoRA" : "", peft.lora.dora ? " DoRA" : "",
+                          fmt::join(peft.lora.target_modules, ","));
+  log::info("peft {}: {:.3f}M of {:.3f}M parameters train ({:.2f}%) on this rank", method,
+            double(ps.trainable_numel()) / 1e6, double(ps.numel()) / 1e6,
+            100.0 * double(ps.trainable_numel()) / double(std::max<int64_t>(ps.numel(), 1)));
   log::info("memory per rank (ZeRO-{}): {}", run.zero_stage(),
             memory_report(run.model->params(), *run.optimizer, run.grad_shards.get()).str());
   if (c.checkpoint.every > 0)
@@ -80,12 +92,17 @@ void report_step(TrainingRun& run, MetricsWriter& metrics, Progress& progress, i
 }
 
 // OUT_DIR/final: the model as a Hugging Face directory (tp shards gathered; rank 0 writes),
-// with the source model's tokenizer (copied from an HF directory, written from a GGUF), so
-// `temper generate` and transformers can use it as it is.
+// or for LoRA the adapter as a PEFT adapter directory, with the source model's tokenizer
+// (copied from an HF directory, written from a GGUF), so `temper generate`, transformers
+// and PEFT can use it as it is.
 void export_final(TrainingRun& run) {
   const fs::path final_dir = fs::path(run.config.out_dir) / "final";
-  save_hf_model(*run.model, final_dir.string(), run.tp,
-                run.place.grid ? &run.place.grid->tp() : nullptr, run.place.is_rank0());
+  Communicator* tp_group = run.place.grid ? &run.place.grid->tp() : nullptr;
+  if (run.model->peft().adapters())
+    save_peft_adapter(*run.model, final_dir.string(), base_model_name(run.config), run.tp,
+                      tp_group, run.place.is_rank0());
+  else
+    save_hf_model(*run.model, final_dir.string(), run.tp, tp_group, run.place.is_rank0());
   const std::string& source = run.config.model.path;
   if (run.place.is_rank0() && !source.empty() && !source.ends_with(".h5")) {
     try {
@@ -142,6 +159,7 @@ RunSummary train_on(const RunConfig& c, Placement& place, const StopSignals& sig
     {
       std::optional<PoisonedWeight> poison;
       if (inject.at(step, place.process.rank)) poison.emplace(*run->model);
+      run->step_options.step_index = step - 1;
       r = train_step(*run->model, *run->optimizer, micro, float(k.lr), c.optim.grad_clip,
                      run->step_options);
     }

@@ -1,6 +1,7 @@
 #include "train/training_run.h"
 
 #include <filesystem>
+#include <optional>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -11,6 +12,7 @@
 #include "io/gguf.h"
 #include "io/gguf_model.h"
 #include "io/hf_model.h"
+#include "peft/adapter_files.h"
 #include "train/trainer.h"
 #ifdef TEMPER_HAVE_NCCL
 #include "kernels/cuda/cuda_backend.h"
@@ -137,20 +139,36 @@ void set_up_model(TrainingRun& run, bool load_weights) {
   Placement& place = run.place;
   const bool zero1 = c.parallel.zero == 1 && place.dp_size() > 1;
   const bool zero2 = c.parallel.zero == 2 && place.dp_size() > 1;
-  run.model = std::make_unique<Transformer>(run.model_config, *run.backend, run.dtype,
-                                            zero1 ? place.dp_size() : 1, run.tp, !zero2);
-  Transformer& model = *run.model;
-  if (!load_weights) {
-    // A checkpoint overwrites every parameter next.
-  } else if (c.model.path.empty()) {
-    model.init_weights(uint64_t(c.seed));
-  } else {
-    if (c.model.path.ends_with(".gguf"))
-      load_gguf_weights(model, read_gguf(c.model.path));
-    else
-      load_hf_weights(model, c.model.path);
-    if (place.is_rank0()) log::info("weights from {}", c.model.path);
+  run.base_model = c.model.path.empty() ? "" : fs::absolute(c.model.path).lexically_normal().string();
+  PeftSpec peft = peft_spec_of(c);
+  std::optional<PeftAdapter> adapter;
+  if (!c.model.adapter.empty()) {  // continue a PEFT adapter: its structure, its weights
+    adapter = read_peft_adapter(c.model.adapter);
+    adopt_adapter_structure(peft, *adapter);
   }
+  run.model = std::make_unique<Transformer>(run.model_config, *run.backend, run.dtype,
+                                            zero1 ? place.dp_size() : 1, run.tp, !zero2, peft);
+  Transformer& model = *run.model;
+  // A checkpoint about to be loaded overwrites every parameter, except the frozen base of a
+  // PEFT checkpoint (checkpoint/base.h), which comes from model.path or the seed as always.
+  if (!load_weights && model.params().frozen_numel() == 0) {
+  } else {
+    if (c.model.path.empty()) {
+      model.init_weights(uint64_t(c.seed));
+    } else {
+      if (c.model.path.ends_with(".gguf"))
+        load_gguf_weights(model, read_gguf(c.model.path));
+      else
+        load_hf_weights(model, c.model.path);
+      if (place.is_rank0()) log::info("weights from {}", c.model.path);
+    }
+    model.init_adapters(uint64_t(c.seed));
+    if (adapter) {
+      load_peft_adapter(model, *adapter);
+      if (place.is_rank0()) log::info("adapter from {}", c.model.adapter);
+    }
+  }
+  model.set_dropout_seed(uint64_t(c.seed));
   model.set_recompute(c.train.recompute);
   model.set_loss_chunk(c.train.loss_chunk);
 
@@ -192,6 +210,37 @@ void set_up_model(TrainingRun& run, bool load_weights) {
 }
 
 }  // namespace
+
+PeftSpec peft_spec_of(const RunConfig& c) {
+  const PeftSection& e = c.peft;
+  PeftSpec spec;
+  spec.method = e.method == "partial" ? PeftMethod::Partial
+                : e.method == "lora"  ? PeftMethod::Lora
+                                      : PeftMethod::Full;
+  spec.trainable = e.trainable;
+  spec.modules_to_save = e.modules_to_save;
+  LoraSpec& l = spec.lora;
+  l.r = e.r;
+  l.alpha = e.alpha;
+  l.dropout = e.dropout;
+  l.rslora = e.use_rslora;
+  l.dora = e.use_dora;
+  l.gaussian_init = e.init == "gaussian";
+  l.target_modules = e.target_modules;
+  for (const std::string& text : e.layers) {
+    char* end = nullptr;
+    const long long v = std::strtoll(text.c_str(), &end, 10);
+    if (text.empty() || *end || v < 0)
+      fail("config key 'peft.layers': '{}' is not a block index (a list of integers >= 0)", text);
+    l.layers.push_back(v);
+  }
+  return spec;
+}
+
+std::string base_model_name(const RunConfig& c) {
+  if (!c.model.path.empty()) return fs::absolute(c.model.path).lexically_normal().string();
+  return c.model.preset.empty() ? c.model.config : c.model.preset;
+}
 
 SyntheticTextOptions synthetic_options(const RunConfig& c) {
   return {uint64_t(c.seed), c.data.num_docs, c.data.min_doc_tokens, c.data.max_doc_tokens,

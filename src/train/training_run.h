@@ -71,11 +71,20 @@ struct TrainingRun {
   std::unique_ptr<GradientBuckets> buckets;      // plain data parallelism
   StepOptions step_options;
   LrSchedule schedule;
+  // Where the frozen base of a PEFT run comes from (checkpoint/base.h): model.path made
+  // absolute, a model-only checkpoint it started from, or "" (drawn from the seed).
+  std::string base_model;
 
   int zero_stage() const { return shards ? 1 : grad_shards ? 2 : 0; }
   // This rank's micro-batches of the next step's global batch (advances the loader).
   std::vector<MicroBatch> next_micro_batches();
 };
+
+// The PEFT spec of a run config's peft section (errors name the key).
+PeftSpec peft_spec_of(const RunConfig& config);
+// The base model a run fine-tunes, for adapter_config.json: model.path made absolute, else
+// the preset or config.json it was built from.
+std::string base_model_name(const RunConfig& config);
 
 // Builds a rank's run. `load_weights` false: the parameters are left uninitialised (a
 // checkpoint is about to overwrite them), so no model.path or init work is wasted.

@@ -16,8 +16,12 @@ TEST(Bench, FlopsPerTokenCountsEveryGemmWeightAndAttention) {
   const double gemm_weights = L * per_layer + V * C;  // + the (tied) LM head
   const double norms = 2 * L * C + C;  // counted as parameters too (negligible)
   const double attention = 12 * L * H * Q * T;
-  EXPECT_DOUBLE_EQ(model_flops_per_token(c, 2048, false), 6 * (gemm_weights + norms) + attention);
-  EXPECT_DOUBLE_EQ(model_flops_per_token(c, 2048, true), 4 * (gemm_weights + norms) + attention);
+  const double n = gemm_weights + norms;
+  EXPECT_DOUBLE_EQ(model_flops_per_token(c, 2048, 0, n), 6 * n + attention);  // full
+  EXPECT_DOUBLE_EQ(model_flops_per_token(c, 2048, 0, 0), 4 * n + attention);  // frozen base
+  // LoRA r = 16 on q and v: forward, input gradient and weight gradients of A and B.
+  const double lora = L * 16 * ((C + H * Q) + (C + Hkv * Q));
+  EXPECT_DOUBLE_EQ(model_flops_per_token(c, 2048, lora, lora), 4 * n + 6 * lora + attention);
 }
 
 TEST(Bench, KnownPeaks) {

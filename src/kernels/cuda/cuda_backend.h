@@ -79,6 +79,14 @@ class CudaBackend final : public Backend {
   void linear_forward(Tensor out, Tensor x, Tensor weight, Tensor bias) override;
   void linear_backward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x,
                        Tensor weight) override;
+  void matmul_add(Tensor out, Tensor x, Tensor weight) override;
+  // ---- PEFT ops (peft.cu) ----
+  void dropout(Tensor out, Tensor x, float p, const RngStream& stream, uint64_t offset,
+               int64_t full_cols, int64_t col0, bool accumulate) override;
+  void row_sum_squares(Tensor sumsq, Tensor w) override;
+  void dora_scale_forward(Tensor out, Tensor z, Tensor magnitude, Tensor sumsq, Tensor bias) override;
+  void dora_scale_backward(Tensor dz, Tensor dmagnitude, Tensor dout, Tensor z, Tensor magnitude,
+                           Tensor sumsq) override;
   void rope_forward(Tensor x, Tensor positions, Tensor cos, Tensor sin) override;
   void rope_backward(Tensor dx, Tensor positions, Tensor cos, Tensor sin) override;
   void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cu_seqlens,

@@ -80,6 +80,23 @@ void CudaBackend::linear_forward(Tensor out, Tensor x, Tensor weight, Tensor bia
              /*accumulate=*/false, bias.defined() ? bias.data() : nullptr);
 }
 
+// out[T,O] += x[T,I] · weight[O,I]ᵀ (the GEMM with beta = 1, no bias).
+void CudaBackend::matmul_add(Tensor out, Tensor x, Tensor weight) {
+  const char* op = "matmul_add";
+  cuda::expect_matrix(x, op, "x");
+  cuda::expect_matrix(weight, op, "weight");
+  const DType dt = x.dtype();
+  const int64_t T = x.size(0), I = x.size(1), O = weight.size(0);
+  cuda::expect_shape(weight, dt, {O, I}, op, "weight");
+  cuda::expect_shape(out, dt, {T, O}, op, "out");
+  expect_here(x, op, "x");
+  expect_here(weight, op, "weight");
+  expect_here(out, op, "out");
+  if (T == 0 || O == 0 || I == 0) return;
+  cuda::gemm(*this, dt, T, O, I, x.data(), Trans::N, weight.data(), Trans::T, out.data(),
+             /*accumulate=*/true);
+}
+
 // dx[T,I] += dout·W, dweight[O,I] += doutᵀ·x, dbias[O] += Σ_t dout (each optional); one
 // dtype for all. weight is needed only for dx, x only for dweight.
 void CudaBackend::linear_backward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x,

@@ -1,0 +1,91 @@
+// What a run trains (DESIGN §5): a PeftSpec says which method; these functions turn it
+// into parameters. The model calls them while it declares its parameters:
+//   - declare_lora adds a projection's adapter (PEFT's names: <module>.lora_A.weight,
+//     <module>.lora_B.weight, <module>.lora_magnitude_vector) right after its block's
+//     base parameters, so the block's gradients stay one group;
+//   - mark_trainable sets every parameter's `trainable` flag before the ParameterSet is
+//     allocated: frozen parameters get no gradient and no optimizer state.
+// Errors name the config key and the rule, target or module that is wrong.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/config.h"
+#include "model/parameters.h"
+#include "peft/projection.h"
+
+namespace temper {
+
+enum class PeftMethod { Full, Partial, Lora };
+
+struct LoraSpec {
+  int64_t r = 8;
+  double alpha = 8.0;
+  double dropout = 0.0;
+  bool rslora = false;         // scale alpha / sqrt(r) instead of alpha / r
+  bool dora = false;           // + magnitude vector
+  bool gaussian_init = false;  // A ~ N(0, 1/r) instead of Kaiming-uniform (a = sqrt(5))
+  std::vector<std::string> target_modules = {"q_proj", "v_proj"};  // or {"all-linear"}
+  std::vector<int64_t> layers;  // blocks to adapt (empty: all)
+  float scale() const;
+};
+
+struct PeftSpec {
+  PeftMethod method = PeftMethod::Full;
+  std::vector<std::string> trainable;        // partial: name rules
+  LoraSpec lora;
+  std::vector<std::string> modules_to_save;  // lora: trained in full (lm_head, embed_tokens)
+  bool adapters() const { return method == PeftMethod::Lora; }
+};
+
+const char* peft_method_name(PeftMethod m);
+// The spec as JSON (checkpoints keep it in /meta/extra "peft"), and back.
+nlohmann::json peft_spec_to_json(const PeftSpec& spec);
+PeftSpec peft_spec_from_json(const nlohmann::json& j);
+
+// A block's projections in order, with PEFT's module names and where they sit.
+struct ProjectionSite {
+  const char* module;  // "q_proj"
+  const char* parent;  // "self_attn" | "mlp"
+  bool column_parallel;
+};
+constexpr ProjectionSite kProjectionSites[7] = {
+    {"q_proj", "self_attn", true},  {"k_proj", "self_attn", true},  {"v_proj", "self_attn", true},
+    {"o_proj", "self_attn", false}, {"gate_proj", "mlp", true},     {"up_proj", "mlp", true},
+    {"down_proj", "mlp", false}};
+// "model.layers.3.self_attn.q_proj"
+std::string projection_path(int64_t layer, const ProjectionSite& site);
+
+// Which projections of which blocks LoRA adapts. Throws when a target module or a layer
+// index matches nothing in a model of `num_layers` blocks.
+class LoraTargets {
+ public:
+  LoraTargets() = default;  // nothing selected
+  LoraTargets(const LoraSpec& spec, int64_t num_layers);
+  bool selected(int64_t layer, int site) const {
+    return size_t(layer * 7 + site) < chosen_.size() && chosen_[size_t(layer * 7 + site)];
+  }
+
+ private:
+  std::vector<bool> chosen_;  // [layer × 7]
+};
+
+// Declares the adapter of projection `path` whose base is [out, in] (full shapes), split
+// as its site says over tp (DESIGN §5). ParamInit::Adapter: init_lora draws them.
+LoraAttachment declare_lora(ParameterSet& params, const LoraSpec& spec, const std::string& path,
+                            int64_t out, int64_t in, bool column_parallel, int tp_size,
+                            int tp_rank);
+
+// Sets every parameter's `trainable` flag (before ParameterSet::allocate).
+void mark_trainable(ParameterSet& params, const PeftSpec& spec, const ModelConfig& config);
+
+// Draws A (Kaiming-uniform or gaussian, from its own Philox stream by name, so any tp
+// shard holds its part of the one full tensor) and zeroes B. DoRA's magnitude is set by
+// the model from the base weights (Transformer::init_adapters).
+void init_lora(ParameterSet& params, const LoraAttachment& lora, const LoraSpec& spec,
+               uint64_t seed);
+
+}  // namespace temper
