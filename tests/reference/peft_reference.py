@@ -1,0 +1,193 @@
+"""Hugging Face PEFT (0.13.2, pinned) on transformers' own model classes, used live by
+tests/reference/test_peft_reference.cpp: the independent implementation our LoRA, rsLoRA
+and DoRA are checked against.
+
+usage:
+  peft_reference.py lora IN OUT
+      IN: the model's parameters by Temper's names (base and adapter), metadata "config"
+      (config.json), "peft" (Temper's spec: r, alpha, use_rslora, use_dora,
+      target_modules, layers, modules_to_save), "train" (AdamW settings, steps) and packed
+      batches batch.K.{ids,targets,positions,cu_seqlens}. The model runs in float64; each
+      document of a batch is its own sequence (so packing in Temper is checked too).
+      OUT: logits and loss of batch 0, grad.<name> of every trainable parameter, and
+      train.losses / train.<name> after the AdamW steps (step k uses batch k mod n).
+  peft_reference.py load BASE_DIR ADAPTER_DIR IN OUT
+      PeftModel.from_pretrained on an adapter Temper wrote: OUT logits of batch 0 (f32).
+  peft_reference.py save BASE_DIR ADAPTER_DIR IN OUT
+      get_peft_model with IN's "peft", adapter weights drawn at random, save_pretrained to
+      ADAPTER_DIR: OUT logits of batch 0 (f32) for Temper to reproduce.
+  peft_reference.py merged MERGED_DIR BASE_DIR ADAPTER_DIR IN OUT
+      transformers on `temper merge`'s output and the unmerged PeftModel: OUT merged_logits
+      and peft_logits of batch 0 (f32).
+"""
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import transformers
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+
+def read(path):
+    with safe_open(path, "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+
+
+def write(path, tensors):
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+
+
+def hf_model_from_config(cfg, dtype):
+    config = transformers.AutoConfig.for_model(**cfg)
+    config._attn_implementation = "eager"
+    return transformers.AutoModelForCausalLM.from_config(config).to(dtype)
+
+
+def load_base(model, tensors):
+    """Temper's base tensors into a transformers model; every tensor must be used."""
+    sd = {k: v for k, v in tensors.items() if ".lora_" not in k and not k.startswith("batch.")}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    tied = model.config.tie_word_embeddings
+    missing = [m for m in missing if not (tied and m == "lm_head.weight")]
+    if missing or unexpected:
+        raise SystemExit(f"base weights do not fit the model: missing {missing}, unexpected {unexpected}")
+
+
+def canonical(name):
+    """A PeftModel parameter's name as Temper names it."""
+    name = name.removeprefix("base_model.model.")
+    name = name.replace(".default", "").replace("modules_to_save.", "")
+    if name.endswith("lora_magnitude_vector.weight"):
+        name = name.removesuffix(".weight")
+    return name
+
+
+def lora_config(spec, init=True):
+    return LoraConfig(
+        r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=0.0,
+        target_modules=spec["target_modules"] if spec["target_modules"] != ["all-linear"] else "all-linear",
+        layers_to_transform=spec["layers"] or None,
+        modules_to_save=spec["modules_to_save"] or None,
+        use_rslora=spec["use_rslora"], use_dora=spec["use_dora"],
+        init_lora_weights=init, bias="none", task_type="CAUSAL_LM")
+
+
+def trainable(peft_model):
+    return {canonical(n): p for n, p in peft_model.named_parameters() if p.requires_grad}
+
+
+def batches(tensors):
+    out, k = [], 0
+    while f"batch.{k}.ids" in tensors:
+        out.append({f: tensors[f"batch.{k}.{f}"].long() for f in ("ids", "targets", "positions", "cu_seqlens")})
+        k += 1
+    return out
+
+
+def packed_logits(model, batch):
+    """Logits [T, V] of a packed batch, each document (cu_seqlens segment) run alone."""
+    cu = batch["cu_seqlens"].tolist()
+    parts = []
+    for a, b in zip(cu[:-1], cu[1:]):
+        out = model(input_ids=batch["ids"][a:b][None], position_ids=batch["positions"][a:b][None])
+        parts.append(out.logits[0])
+    return torch.cat(parts)
+
+
+def mean_loss(logits, batch):
+    targets = batch["targets"]
+    n = int((targets != -100).sum())
+    return F.cross_entropy(logits.double(), targets, ignore_index=-100, reduction="sum") / n
+
+
+def run_lora(inp, outp):
+    tensors, meta = read(inp)
+    cfg, spec, train = json.loads(meta["config"]), json.loads(meta["peft"]), json.loads(meta["train"])
+    torch.manual_seed(0)
+    model = hf_model_from_config(cfg, torch.float64)
+    load_base(model, {k: v.double() for k, v in tensors.items()})
+    pm = get_peft_model(model, lora_config(spec))
+    params = trainable(pm)
+    ours = {k for k in tensors if not k.startswith("batch.")}
+    if not set(params) <= ours:
+        raise SystemExit(f"PEFT trains parameters Temper does not have: {sorted(set(params) - ours)}")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(tensors[name].double().view_as(p))
+    data = batches(tensors)
+    out = {}
+    logits = packed_logits(pm, data[0])
+    loss = mean_loss(logits, data[0])
+    loss.backward()
+    out["logits"] = logits.detach().float()
+    out["loss"] = loss.detach().float().reshape(1)
+    for name, p in params.items():
+        out[f"grad.{name}"] = p.grad.detach().float()
+    pm.zero_grad()
+
+    # AdamW steps; norms and biases without decay, as Temper's default.
+    decay = [p for n, p in params.items() if not (n.endswith("norm.weight") or n.endswith(".bias"))]
+    no_decay = [p for n, p in params.items() if n.endswith("norm.weight") or n.endswith(".bias")]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": train["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=train["lr"], betas=(train["beta1"], train["beta2"]), eps=train["eps"])
+    losses = []
+    for step in range(train["steps"]):
+        batch = data[step % len(data)]
+        opt.zero_grad()
+        loss = mean_loss(packed_logits(pm, batch), batch)
+        loss.backward()
+        if train["max_grad_norm"] > 0:
+            torch.nn.utils.clip_grad_norm_(list(params.values()), train["max_grad_norm"])
+        opt.step()
+        losses.append(loss.item())
+    out["train.losses"] = torch.tensor(losses, dtype=torch.float32)
+    for name, p in params.items():
+        out[f"train.{name}"] = p.detach().float()
+    write(outp, out)
+
+
+def f32_logits(model, inp):
+    tensors, _ = read(inp)
+    with torch.no_grad():
+        return packed_logits(model, batches(tensors)[0]).float()
+
+
+def pretrained(path):
+    return transformers.AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32,
+                                                             attn_implementation="eager")
+
+
+def run_load(base_dir, adapter_dir, inp, outp):
+    pm = PeftModel.from_pretrained(pretrained(base_dir), adapter_dir)
+    write(outp, {"logits": f32_logits(pm, inp)})
+
+
+def run_save(base_dir, adapter_dir, inp, outp):
+    _, meta = read(inp)
+    spec = json.loads(meta["peft"])
+    torch.manual_seed(1)
+    pm = get_peft_model(pretrained(base_dir), lora_config(spec))
+    with torch.no_grad():  # an adapter that changes the model: B != 0, magnitudes moved
+        for name, p in trainable(pm).items():
+            if ".lora_" in name and "magnitude" not in name:
+                p.normal_(0.0, 0.2)
+            else:
+                p.mul_(1.0 + 0.1 * torch.randn_like(p))
+    pm.save_pretrained(adapter_dir)
+    write(outp, {"logits": f32_logits(pm, inp)})
+
+
+def run_merged(merged_dir, base_dir, adapter_dir, inp, outp):
+    merged = f32_logits(pretrained(merged_dir), inp)
+    unmerged = f32_logits(PeftModel.from_pretrained(pretrained(base_dir), adapter_dir), inp)
+    write(outp, {"merged_logits": merged, "peft_logits": unmerged})
+
+
+if __name__ == "__main__":
+    mode, args = sys.argv[1], sys.argv[2:]
+    {"lora": run_lora, "load": run_load, "save": run_save, "merged": run_merged}[mode](*args)

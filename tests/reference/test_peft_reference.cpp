@@ -1,0 +1,264 @@
+// LoRA, rsLoRA and DoRA against Hugging Face PEFT 0.13.2 on transformers' own model classes
+// (tests/reference/peft_reference.py), live, on the same weights and batches:
+//   - logits, loss and the gradient of every trainable parameter (float64 autograd there);
+//   - five AdamW steps from the same adapter: the loss trajectory and the final adapters;
+//   - files both ways: PeftModel.from_pretrained loads the adapter we write and gives our
+//     logits; an adapter PEFT saved loads here and gives PEFT's logits;
+//   - merge: transformers on our merged model gives the unmerged PeftModel's logits.
+// Models: a tiny Llama (GQA, untied head) and a tiny Qwen2 (q/k/v biases, tied head, MQA),
+// on packed documents (the reference runs each document alone).
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "data/loader.h"
+#include "io/hf_model.h"
+#include "io/safetensors.h"
+#include "model/transformer.h"
+#include "peft/adapter_files.h"
+#include "peft/merge.h"
+#include "support/test_util.h"
+#include "train/train_step.h"
+
+namespace temper {
+namespace {
+
+constexpr double kFp32Bound = 1e-4;  // fp32 here against float64 there (norm-wise relative)
+
+ModelConfig tiny(const std::string& type) {
+  ModelConfig c;
+  c.vocab_size = 50;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 64;
+  c.rms_norm_eps = 1e-5;
+  if (type == "qwen2") {
+    c.model_type = "qwen2";
+    c.num_key_value_heads = 1;
+    c.tie_word_embeddings = true;
+  }
+  return c;
+}
+
+PeftSpec spec_of(const std::string& variant, const ModelConfig& c) {
+  PeftSpec s;
+  s.method = PeftMethod::Lora;
+  s.lora.r = 4;
+  s.lora.alpha = 8.0;
+  s.lora.target_modules = {"all-linear"};
+  if (variant == "rslora") {
+    s.lora.rslora = true;
+    s.lora.target_modules = {"q_proj", "v_proj", "down_proj"};
+    s.lora.layers = {1};
+  }
+  s.lora.dora = variant == "dora";
+  if (!c.tie_word_embeddings) s.modules_to_save = {"lm_head"};
+  return s;
+}
+
+MicroBatch make_batch(int64_t vocab, uint64_t seed) {
+  Rng rng(rng_stream(seed, RngPurpose::Test, 7));
+  BatchBuilder b(2, 12, 0);
+  for (int len : {5, 9, 3, 4, 3}) {
+    std::vector<int32_t> tokens(len);
+    for (auto& t : tokens) t = int32_t(rng.below(uint64_t(vocab)));
+    Document d = causal_document(tokens);
+    if (len == 9) d.targets[0] = d.targets[1] = kIgnoreIndex;
+    b.add_document(d.tokens, d.targets);
+  }
+  return b.finish();
+}
+
+void add_batch(SafetensorsFile& f, int k, const MicroBatch& b) {
+  const std::string p = fmt::format("batch.{}.", k);
+  const int64_t T = b.tokens();
+  f.tensors[p + "ids"] = safetensors_i32(b.ids, {T});
+  f.tensors[p + "targets"] = safetensors_i32(b.targets, {T});
+  f.tensors[p + "positions"] = safetensors_i32(b.positions, {T});
+  f.tensors[p + "cu_seqlens"] = safetensors_i32(b.cu_seqlens, {int64_t(b.cu_seqlens.size())});
+}
+
+void check_close(const std::vector<float>& ours, const std::vector<float>& ref, double bound,
+                 const std::string& what) {
+  ASSERT_EQ(ours.size(), ref.size()) << what;
+  const double err = test::rel_error(ours, ref);
+  EXPECT_LE(err, bound) << what << ": relative error " << err;
+}
+
+// A model whose adapters change its output: random base, B != 0, magnitudes off the norms.
+std::unique_ptr<Transformer> adapted_model(Backend& cpu, const ModelConfig& c, const PeftSpec& s) {
+  auto m = std::make_unique<Transformer>(c, cpu, DType::F32, 1, TensorParallel{}, true, s);
+  test::randomize_parameters(m->params(), cpu, 42, 0.2f, 0.1f, 0.1f);
+  m->init_adapters(3);  // A drawn, B = 0, m = row norms ...
+  for (auto& p : m->params().all()) {  // ... then moved off the no-op start
+    if (p.init != ParamInit::Adapter) continue;
+    std::vector<float> v = test::to_host(cpu, p.value);
+    Rng rng(rng_stream(9, RngPurpose::Test, name_hash(p.name)));
+    const bool magnitude = p.name.ends_with("magnitude_vector");
+    for (auto& x : v) x = magnitude ? x * (1.0f + 0.1f * rng.normal()) : x + 0.2f * rng.normal();
+    cpu.copy_from_host(p.value, v.data());
+  }
+  return m;
+}
+
+std::string json_of(const PeftSpec& s) { return peft_spec_to_json(s).dump(); }
+
+std::vector<float> run_reference(const std::vector<std::string>& args, const std::string& dir,
+                                 const std::string& tensor, SafetensorsFile* out = nullptr) {
+  std::string log;
+  std::vector<std::string> full = args;
+  full.push_back(dir + "/out.safetensors");
+  const int status = test::run_python("reference/peft_reference.py", full, &log);
+  EXPECT_EQ(status, 0) << log;
+  if (status != 0) return {};
+  SafetensorsFile f = read_safetensors(dir + "/out.safetensors");
+  std::vector<float> v = f.at(tensor).to_f32();
+  if (out) *out = std::move(f);
+  return v;
+}
+
+class PeftReference : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
+
+TEST_P(PeftReference, OutputsGradientsAndTrainingEqualPeft) {
+  const auto& [type, variant] = GetParam();
+  auto cpu = make_backend("cpu");
+  const ModelConfig c = tiny(type);
+  const PeftSpec spec = spec_of(variant, c);
+  std::unique_ptr<Transformer> m = adapted_model(*cpu, c, spec);
+  const std::vector<MicroBatch> batches = {make_batch(c.vocab_size, 3), make_batch(c.vocab_size, 4)};
+  const float lr = 1e-2f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+  const double max_norm = type == "qwen2" ? 0.5 : 0.0;  // clipping active on one of them
+  const int steps = 5;
+
+  SafetensorsFile in;
+  in.metadata = {{"config", model_config_to_hf_json(m->config()).dump()},
+                 {"peft", json_of(spec)},
+                 {"train", nlohmann::json{{"lr", lr}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps},
+                                          {"weight_decay", wd}, {"steps", steps},
+                                          {"max_grad_norm", max_norm}}.dump()}};
+  std::map<std::string, std::vector<float>> initial;
+  for (auto& p : m->params().all()) {
+    initial[p.name] = test::to_host(*cpu, p.value);
+    in.tensors[p.name] = safetensors_f32(initial[p.name], std::vector<int64_t>(
+        p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim));
+  }
+  for (size_t k = 0; k < batches.size(); ++k) add_batch(in, int(k), batches[k]);
+  const std::string dir = test::temp_dir("peft_reference_" + type + "_" + variant).string();
+  write_safetensors(dir + "/in.safetensors", in);
+  SafetensorsFile ref;
+  const std::vector<float> ref_logits = run_reference({"lora", dir + "/in.safetensors"}, dir, "logits", &ref);
+  ASSERT_FALSE(ref_logits.empty());
+
+  const MicroBatch& b = batches[0];
+  check_close(m->logits(b), ref_logits, kFp32Bound, "logits");
+  m->params().zero_grads();
+  const LossSum loss = m->forward_backward(b, 1.0f / float(b.target_count()));
+  const double ref_loss = ref.at("loss").to_f32()[0];
+  EXPECT_NEAR(loss.loss / double(loss.tokens), ref_loss, kFp32Bound * std::abs(ref_loss));
+  int trainable = 0;
+  for (auto& p : m->params().all()) {
+    if (!p.trainable) continue;
+    ++trainable;
+    check_close(test::to_host(*cpu, p.grad), ref.at("grad." + p.name).to_f32(), kFp32Bound, "grad " + p.name);
+  }
+  // Every tensor PEFT trains is one we train (and the reverse).
+  int theirs = 0;
+  for (const auto& [name, e] : ref.tensors) theirs += name.starts_with("grad.");
+  EXPECT_EQ(trainable, theirs);
+
+  AdamW opt(m->params(), *cpu, AdamWConfig{beta1, beta2, eps, wd, false});
+  std::vector<float> losses;
+  for (int s = 0; s < steps; ++s)
+    losses.push_back(float(train_step(*m, opt, {batches[size_t(s) % batches.size()]}, lr, max_norm).loss));
+  check_close(losses, ref.at("train.losses").to_f32(), kFp32Bound, "training losses");
+  for (auto& p : m->params().all()) {
+    if (!p.trainable) continue;
+    // The updates (after − before), so the bound is not diluted by the unchanged part.
+    std::vector<float> ours = test::to_host(*cpu, p.value), after = ref.at("train." + p.name).to_f32();
+    for (size_t i = 0; i < ours.size(); ++i) {
+      ours[i] -= initial[p.name][i];
+      after[i] -= initial[p.name][i];
+    }
+    check_close(ours, after, 1e-3, "update of " + p.name);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Variants, PeftReference,
+    ::testing::Values(std::pair{std::string("llama"), std::string("lora")},
+                      std::pair{std::string("llama"), std::string("rslora")},
+                      std::pair{std::string("llama"), std::string("dora")},
+                      std::pair{std::string("qwen2"), std::string("lora")},
+                      std::pair{std::string("qwen2"), std::string("rslora")},
+                      std::pair{std::string("qwen2"), std::string("dora")}),
+    [](const auto& info) { return info.param.first + "_" + info.param.second; });
+
+// Writes the base model and a batch; returns the directory.
+std::string base_and_batch(Transformer& m, const std::string& name, const PeftSpec& spec) {
+  const std::string dir = test::temp_dir(name).string();
+  save_hf_model(m, dir + "/base");
+  SafetensorsFile in;
+  in.metadata = {{"peft", json_of(spec)}};
+  add_batch(in, 0, make_batch(m.config().vocab_size, 5));
+  write_safetensors(dir + "/in.safetensors", in);
+  return dir;
+}
+
+TEST(PeftFiles, PeftLoadsOurAdapterAndWeLoadPeftsAdapter) {
+  auto cpu = make_backend("cpu");
+  for (const auto& [type, variant] : {std::pair{"llama", "dora"}, std::pair{"qwen2", "lora"}}) {
+    SCOPED_TRACE(std::string(type) + " " + variant);
+    const ModelConfig c = tiny(type);
+    const PeftSpec spec = spec_of(variant, c);
+    std::unique_ptr<Transformer> m = adapted_model(*cpu, c, spec);
+    const std::string dir = base_and_batch(*m, std::string("peft_files_") + type, spec);
+    const MicroBatch b = make_batch(c.vocab_size, 5);
+
+    // Ours into PEFT.
+    save_peft_adapter(*m, dir + "/ours", dir + "/base");
+    const std::vector<float> peft_logits =
+        run_reference({"load", dir + "/base", dir + "/ours", dir + "/in.safetensors"}, dir, "logits");
+    check_close(m->logits(b), peft_logits, kFp32Bound, "PeftModel on our adapter");
+
+    // PEFT's into ours, as model.adapter and generate --adapter read it.
+    const std::vector<float> saved_logits =
+        run_reference({"save", dir + "/base", dir + "/theirs", dir + "/in.safetensors"}, dir, "logits");
+    const PeftAdapter adapter = read_peft_adapter(dir + "/theirs");
+    PeftSpec theirs;
+    adopt_adapter_structure(theirs, adapter);
+    EXPECT_EQ(theirs.lora.dora, spec.lora.dora);
+    Transformer loaded(c, *cpu, DType::F32, 1, {}, false, theirs);
+    load_hf_weights(loaded, dir + "/base");
+    load_peft_adapter(loaded, adapter);
+    check_close(loaded.logits(b), saved_logits, kFp32Bound, "our model on PEFT's adapter");
+  }
+}
+
+TEST(PeftFiles, MergedModelGivesTheUnmergedPeftModelsLogits) {
+  auto cpu = make_backend("cpu");
+  for (const auto& [type, variant] : {std::pair{"llama", "dora"}, std::pair{"qwen2", "lora"}}) {
+    SCOPED_TRACE(std::string(type) + " " + variant);
+    const ModelConfig c = tiny(type);
+    const PeftSpec spec = spec_of(variant, c);
+    std::unique_ptr<Transformer> m = adapted_model(*cpu, c, spec);
+    const std::string dir = base_and_batch(*m, std::string("peft_merge_") + type, spec);
+    save_peft_adapter(*m, dir + "/adapter", dir + "/base");
+    Transformer plain(c, *cpu, DType::F32, 1, {}, false);
+    merge_adapters(*m, plain);
+    save_hf_model(plain, dir + "/merged");
+    SafetensorsFile out;
+    const std::vector<float> merged = run_reference(
+        {"merged", dir + "/merged", dir + "/base", dir + "/adapter", dir + "/in.safetensors"}, dir,
+        "merged_logits", &out);
+    ASSERT_FALSE(merged.empty());
+    check_close(merged, out.at("peft_logits").to_f32(), kFp32Bound, "transformers on the merge vs PeftModel");
+    check_close(merged, m->logits(make_batch(c.vocab_size, 5)), kFp32Bound, "merged vs our unmerged");
+  }
+}
+
+}  // namespace
+}  // namespace temper
