@@ -23,31 +23,38 @@ Tensor Projection::grad(const ProjectionContext& c, size_t i) const {
   return c.params[i].grad;
 }
 
+bool Projection::dropping(const ProjectionContext& c) const {
+  return c.training && lora_.dropout > 0.0f;
+}
+
 RngStream Projection::dropout_stream(const ProjectionContext& c) const {
   return rng_stream(c.seed, RngPurpose::Dropout, name_hash(name_));
 }
 
 Tensor Projection::lora_input(const ProjectionContext& c, Tensor x, int64_t full_cols,
                               int64_t col0) const {
-  if (!c.training || lora_.dropout == 0.0f) return x;
+  if (!dropping(c)) return x;
   Tensor xd = c.scratch.allocate(x.dtype(), x.shape());
   const uint64_t offset = c.call * uint64_t(x.size(0) * full_cols);  // this call's elements
   c.backend.dropout(xd, x, lora_.dropout, dropout_stream(c), offset, full_cols, col0, false);
   return xd;
 }
 
-void Projection::lora_input_backward(const ProjectionContext& c, Tensor dx, Tensor dh,
+void Projection::lora_input_backward(const ProjectionContext& c, Tensor dx, const Grads& g,
                                      int64_t full_cols, int64_t col0) const {
+  Backend& be = c.backend;
   const Tensor A = value(c, lora_.A);
-  if (!c.training || lora_.dropout == 0.0f) {
-    c.backend.linear_backward(dx, Tensor{}, Tensor{}, dh, Tensor{}, A);  // dx += dh·A
+  if (!dropping(c)) {
+    be.linear_backward(dx, Tensor{}, Tensor{}, g.dh, Tensor{}, A);  // dx += dh·A
     return;
   }
   Tensor dxa = c.scratch.allocate(dx.dtype(), dx.shape());  // d(drop(x))
-  c.backend.zero(dxa);
-  c.backend.linear_backward(dxa, Tensor{}, Tensor{}, dh, Tensor{}, A);
+  be.zero(dxa);
+  be.linear_backward(dxa, Tensor{}, Tensor{}, g.dh, Tensor{}, A);
+  if (g.dbase_dropped.defined())  // DoRA: the rescaled base term also reads drop(x)
+    be.linear_backward(dxa, Tensor{}, Tensor{}, g.dbase_dropped, Tensor{}, value(c, weight_));
   const uint64_t offset = c.call * uint64_t(dx.size(0) * full_cols);
-  c.backend.dropout(dx, dxa, lora_.dropout, dropout_stream(c), offset, full_cols, col0, true);
+  be.dropout(dx, dxa, lora_.dropout, dropout_stream(c), offset, full_cols, col0, true);
 }
 
 void Projection::local_row_sum_squares(const ProjectionContext& c, Tensor sumsq) const {
@@ -66,27 +73,53 @@ void Projection::local_row_sum_squares(const ProjectionContext& c, Tensor sumsq)
   c.scratch.release(mark);
 }
 
-Tensor Projection::backward_common(const ProjectionContext& c, Tensor dx, Tensor dout, Tensor x,
-                                   ProjectionActs& acts, Tensor dh) const {
+// DoRA with dropout (PEFT's form): out = W0·x + b + (c − 1) ⊙ W0·xd + c ⊙ hs·Bᵀ, i.e.
+// out = base + c ⊙ z − zb with zb = W0·xd and z = zb + hs·Bᵀ. `base` holds W0·x + b (summed
+// over tp) and `zb` W0·xd (likewise) on entry; z is left in acts.z.
+void Projection::dora_dropout_combine(const ProjectionContext& c, Tensor out, Tensor zb,
+                                      ProjectionActs& acts) const {
+  Backend& be = c.backend;
+  Tensor t = c.scratch.allocate(out.dtype(), out.shape());
+  be.copy(t, zb);
+  be.scale(t, -1.0f);
+  be.add(out, out, t);  // base − zb
+  be.copy(acts.z, zb);
+  be.matmul_add(acts.z, acts.hs, value(c, lora_.B));  // z = zb + hs·Bᵀ
+  be.dora_scale_forward(t, acts.z, value(c, lora_.magnitude), acts.sumsq, Tensor{});
+  be.add(out, out, t);  // + c ⊙ z
+}
+
+Projection::Grads Projection::backward_common(const ProjectionContext& c, Tensor dx, Tensor dout,
+                                              Tensor x, ProjectionActs& acts) const {
   Backend& be = c.backend;
   const Tensor W = value(c, weight_), B = value(c, lora_.B);
-  Tensor dz = dout;
+  Grads g;
+  g.dz = dout;
   if (lora_.dora()) {  // out = c ⊙ z + b: dz = c ⊙ dout, dm from z, db from dout
-    dz = c.scratch.allocate(dout.dtype(), dout.shape());
-    be.zero(dz);
-    be.dora_scale_backward(dz, grad(c, lora_.magnitude), dout, acts.z, value(c, lora_.magnitude),
+    g.dz = c.scratch.allocate(dout.dtype(), dout.shape());
+    be.zero(g.dz);
+    be.dora_scale_backward(g.dz, grad(c, lora_.magnitude), dout, acts.z, value(c, lora_.magnitude),
                            acts.sumsq);
-    if (grad(c, bias_).defined())
-      be.linear_backward(Tensor{}, Tensor{}, grad(c, bias_), dout, Tensor{}, Tensor{});
-    be.linear_backward(dx, grad(c, weight_), Tensor{}, dz, x, W);
+    if (dropping(c)) {  // out = W0·x + b + c ⊙ z − W0·xd: x's base path takes dout, xd's dz − dout
+      be.linear_backward(dx, grad(c, weight_), grad(c, bias_), dout, x, W);
+      g.dbase_dropped = c.scratch.allocate(dout.dtype(), dout.shape());
+      be.copy(g.dbase_dropped, dout);
+      be.scale(g.dbase_dropped, -1.0f);
+      be.add(g.dbase_dropped, g.dbase_dropped, g.dz);
+    } else {
+      if (grad(c, bias_).defined())
+        be.linear_backward(Tensor{}, Tensor{}, grad(c, bias_), dout, Tensor{}, Tensor{});
+      be.linear_backward(dx, grad(c, weight_), Tensor{}, g.dz, x, W);
+    }
   } else {
-    be.linear_backward(dx, grad(c, weight_), grad(c, bias_), dz, x, W);
+    be.linear_backward(dx, grad(c, weight_), grad(c, bias_), dout, x, W);
   }
-  be.linear_backward(Tensor{}, grad(c, lora_.B), Tensor{}, dz, acts.hs, Tensor{});  // dB += dzᵀ·hs
-  be.zero(dh);
-  be.linear_backward(dh, Tensor{}, Tensor{}, dz, Tensor{}, B);  // dh = dz·B
-  be.scale(dh, lora_.scale);                                    // ·s
-  return dz;
+  be.linear_backward(Tensor{}, grad(c, lora_.B), Tensor{}, g.dz, acts.hs, Tensor{});  // dB += dzᵀ·hs
+  g.dh = c.scratch.allocate(dout.dtype(), Shape{dout.size(0), lora_.r});  // [T, r]
+  be.zero(g.dh);
+  be.linear_backward(g.dh, Tensor{}, Tensor{}, g.dz, Tensor{}, B);  // dh = dz·B
+  be.scale(g.dh, lora_.scale);                                       // ·s
+  return g;
 }
 
 // ---- column-parallel ------------------------------------------------------------------
@@ -104,11 +137,17 @@ void ColumnParallelProjection::forward(const ProjectionContext& c, Tensor out, T
   if (!lora_.dora()) {
     be.linear_forward(out, x, W, b);
     be.matmul_add(out, acts.hs, B);
-  } else {
+  } else if (!dropping(c)) {
     dora_row_sum_squares(c, acts.sumsq);
     be.linear_forward(acts.z, x, W, Tensor{});
     be.matmul_add(acts.z, acts.hs, B);
     be.dora_scale_forward(out, acts.z, value(c, lora_.magnitude), acts.sumsq, b);
+  } else {
+    dora_row_sum_squares(c, acts.sumsq);
+    Tensor zb = c.scratch.allocate(out.dtype(), out.shape());
+    be.linear_forward(out, x, W, b);
+    be.linear_forward(zb, xa, W, Tensor{});
+    dora_dropout_combine(c, out, zb, acts);
   }
   c.scratch.release(mark);
 }
@@ -119,14 +158,14 @@ void ColumnParallelProjection::backward(const ProjectionContext& c, Tensor dx, T
   if (!lora_.defined())
     return be.linear_backward(dx, grad(c, weight_), grad(c, bias_), dout, x, value(c, weight_));
   Arena::Mark mark = c.scratch.mark();
-  Tensor dh = c.scratch.allocate(dout.dtype(), Shape{dout.size(0), lora_.r});  // [T, r]
-  backward_common(c, dx, dout, x, acts, dh);
-  // dx through A from this rank's part of dh: the model's tp sum of dx completes it.
-  lora_input_backward(c, dx, dh, x.size(1), 0);
+  const Grads g = backward_common(c, dx, dout, x, acts);
+  // dx through the adapter's input from this rank's part of dh (and of dz): the model's
+  // tp sum of dx completes it.
+  lora_input_backward(c, dx, g, x.size(1), 0);
   // dA needs the whole dh: B's rows (and so dh's terms) are spread over the ranks.
-  c.tp.reduce_lora_column_hidden_grad(dh);
+  c.tp.reduce_lora_column_hidden_grad(g.dh);
   const Tensor xa = lora_input(c, x, x.size(1), 0);
-  be.linear_backward(Tensor{}, grad(c, lora_.A), Tensor{}, dh, xa, Tensor{});  // dA += dhᵀ·xa
+  be.linear_backward(Tensor{}, grad(c, lora_.A), Tensor{}, g.dh, xa, Tensor{});  // dA += dhᵀ·xa
   c.scratch.release(mark);
 }
 
@@ -149,6 +188,17 @@ void RowParallelProjection::forward(const ProjectionContext& c, Tensor out, Tens
   be.linear_forward(acts.hs, xa, A.value, Tensor{});
   be.scale(acts.hs, lora_.scale);
   c.tp.reduce_lora_row_hidden(acts.hs);
+  if (lora_.dora() && dropping(c)) {
+    dora_row_sum_squares(c, acts.sumsq);
+    Tensor zb = c.scratch.allocate(out.dtype(), out.shape());
+    be.linear_forward(out, x, W, Tensor{});
+    c.tp.reduce_row_parallel_output(out);
+    be.linear_forward(zb, xa, W, Tensor{});
+    c.tp.reduce_row_parallel_output(zb);
+    dora_dropout_combine(c, out, zb, acts);
+    c.scratch.release(mark);
+    return;
+  }
   Tensor target = lora_.dora() ? acts.z : out;  // x·W0ᵀ + hs·Bᵀ, whole after the tp sum
   be.linear_forward(target, x, W, Tensor{});
   c.tp.reduce_row_parallel_output(target);
@@ -168,11 +218,10 @@ void RowParallelProjection::backward(const ProjectionContext& c, Tensor dx, Tens
   const Parameter& A = c.params[lora_.A];
   const int64_t full_cols = A.full_shape[1], col0 = A.shard * A.shape[1];
   Arena::Mark mark = c.scratch.mark();
-  Tensor dh = c.scratch.allocate(dout.dtype(), Shape{dout.size(0), lora_.r});  // [T, r], whole
-  backward_common(c, dx, dout, x, acts, dh);
+  const Grads g = backward_common(c, dx, dout, x, acts);  // dh whole: dz and B are
   const Tensor xa = lora_input(c, x, full_cols, col0);
-  be.linear_backward(Tensor{}, grad(c, lora_.A), Tensor{}, dh, xa, Tensor{});  // dA_r += dhᵀ·xa_r
-  lora_input_backward(c, dx, dh, full_cols, col0);                            // dx_r += dh·A_r
+  be.linear_backward(Tensor{}, grad(c, lora_.A), Tensor{}, g.dh, xa, Tensor{});  // dA_r += dhᵀ·xa_r
+  lora_input_backward(c, dx, g, full_cols, col0);                               // dx_r += dh·A_r
   c.scratch.release(mark);
 }
 

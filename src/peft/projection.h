@@ -5,6 +5,8 @@
 //   plain   out = x·W0ᵀ + b
 //   LoRA    out = x·W0ᵀ + b + hs·Bᵀ,            hs = s·(drop(x)·Aᵀ)      A [r, I], B [O, r]
 //   DoRA    z = x·W0ᵀ + hs·Bᵀ,  out = m / ‖W0 + s·B·A‖_row ⊙ z + b    m [O], norm detached
+//           (with dropout, as PEFT: out = x·W0ᵀ + b + (c − 1) ⊙ drop(x)·W0ᵀ + c ⊙ hs·Bᵀ,
+//           c = m / ‖W0 + s·B·A‖_row)
 //
 // s = alpha / r (rsLoRA: alpha / sqrt(r)); drop() is inverted dropout whose mask is drawn
 // from Philox by (projection, call, element), so a recomputed forward and the backward see
@@ -74,18 +76,27 @@ class Projection {
   Projection() = default;
   Tensor value(const ProjectionContext& c, size_t i) const;
   Tensor grad(const ProjectionContext& c, size_t i) const;  // undefined when frozen / absent
+  bool dropping(const ProjectionContext& c) const;  // training with dropout > 0
   // x (no dropout, or not training), else drop(x) in a scratch buffer.
   Tensor lora_input(const ProjectionContext& c, Tensor x, int64_t full_cols, int64_t col0) const;
   // sumsq[O_local] = Σ over this rank's columns of (W0 + s·B·A)², before any tp sum.
   void local_row_sum_squares(const ProjectionContext& c, Tensor sumsq) const;
-  // The backward steps both splits share: from dout to dz (DoRA rescale, dmagnitude),
-  // the base weight's and bias's gradients, and dB; returns dz and leaves
-  // dh = s·dz·B [T, r] (this rank's part) in `dh`.
-  Tensor backward_common(const ProjectionContext& c, Tensor dx, Tensor dout, Tensor x,
-                         ProjectionActs& acts, Tensor dh) const;
-  // dx += the gradient through drop(x)·Aᵀ: dh·A, through the dropout mask.
-  void lora_input_backward(const ProjectionContext& c, Tensor dx, Tensor dh, int64_t full_cols,
-                           int64_t col0) const;
+  // DoRA with dropout: out (= W0·x + b) += c ⊙ z − zb, z = zb + hs·Bᵀ saved (zb = W0·drop(x)).
+  void dora_dropout_combine(const ProjectionContext& c, Tensor out, Tensor zb, ProjectionActs& acts) const;
+  // What backward passes from the output to the adapter's input (scratch tensors).
+  struct Grads {
+    Tensor dz;             // [T, O]  d(out) through DoRA's rescale (dout for LoRA)
+    Tensor dh;             // [T, r]  s·dz·B, this rank's part (whole for a row-parallel base)
+    Tensor dbase_dropped;  // [T, O]  DoRA with dropout: dz − dout, read by W0·drop(x)
+  };
+  // The backward steps both splits share: the DoRA rescale (dmagnitude), the base's
+  // weight and bias gradients and its path to dx, dB, and dh.
+  Grads backward_common(const ProjectionContext& c, Tensor dx, Tensor dout, Tensor x,
+                        ProjectionActs& acts) const;
+  // dx += the gradient through the adapter's input drop(x): dh·A (+ dbase_dropped·W0),
+  // through the dropout mask.
+  void lora_input_backward(const ProjectionContext& c, Tensor dx, const Grads& g,
+                           int64_t full_cols, int64_t col0) const;
   RngStream dropout_stream(const ProjectionContext& c) const;
 
   std::string name_;

@@ -334,9 +334,6 @@ void validate(const RunConfig& c, const Origins* origins) {
     fail("config key '{}'{} needs peft.method lora (it is {})",
          e.use_dora ? "peft.use_dora" : "model.adapter",
          v.where(e.use_dora ? "peft.use_dora" : "model.adapter"), e.method);
-  if (e.use_dora && e.dropout > 0)
-    fail("config keys 'peft.use_dora' and 'peft.dropout' = {}{}: DoRA with dropout is not "
-         "supported yet; set peft.dropout=0", e.dropout, v.where("peft.dropout"));
 
   const CheckpointSection& k = c.checkpoint;
   v.require("checkpoint.every", k.every, k.every >= 0, ">= 0 (0 = only when stopped)");

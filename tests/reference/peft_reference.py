@@ -10,7 +10,8 @@ usage:
       batches batch.K.{ids,targets,positions,cu_seqlens}. The model runs in float64; each
       document of a batch is its own sequence (so packing in Temper is checked too).
       OUT: logits and loss of batch 0, grad.<name> of every trainable parameter, and
-      train.losses / train.<name> after the AdamW steps (step k uses batch k mod n).
+      train.losses / train.<name> after the AdamW steps (step k uses batch k mod n). With
+      dropout, IN's mask.<module> tensors replace PEFT's dropout (Temper's masks).
   peft_reference.py load BASE_DIR ADAPTER_DIR IN OUT
       PeftModel.from_pretrained on an adapter Temper wrote: OUT logits of batch 0 (f32).
   peft_reference.py save BASE_DIR ADAPTER_DIR IN OUT
@@ -49,7 +50,8 @@ def hf_model_from_config(cfg, dtype):
 
 def load_base(model, tensors):
     """Temper's base tensors into a transformers model; every tensor must be used."""
-    sd = {k: v for k, v in tensors.items() if ".lora_" not in k and not k.startswith("batch.")}
+    sd = {k: v for k, v in tensors.items()
+          if ".lora_" not in k and not k.startswith("batch.") and not k.startswith("mask.")}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     tied = model.config.tie_word_embeddings
     missing = [m for m in missing if not (tied and m == "lm_head.weight")]
@@ -66,9 +68,34 @@ def canonical(name):
     return name
 
 
+class FixedMaskDropout(torch.nn.Module):
+    """Dropout with Temper's mask [T, in] of the whole packed batch; `rows` is the slice of
+    the document being run (set before each document's forward)."""
+    rows = slice(0, 0)
+
+    def __init__(self, mask, p):
+        super().__init__()
+        self.mask, self.p = mask, p
+
+    def forward(self, x):
+        return x * self.mask[FixedMaskDropout.rows].to(x.dtype) / (1.0 - self.p)
+
+
+def use_masks(peft_model, tensors, p):
+    """Replaces every LoRA dropout by the fixed mask Temper drew for that module."""
+    n = 0
+    for name, module in peft_model.named_modules():
+        if hasattr(module, "lora_dropout") and "default" in module.lora_dropout:
+            path = name.removeprefix("base_model.model.")
+            module.lora_dropout["default"] = FixedMaskDropout(tensors[f"mask.{path}"], p)
+            n += 1
+    if n == 0:
+        raise SystemExit("no LoRA dropout module found to replace")
+
+
 def lora_config(spec, init=True):
     return LoraConfig(
-        r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=0.0,
+        r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
         target_modules=spec["target_modules"] if spec["target_modules"] != ["all-linear"] else "all-linear",
         layers_to_transform=spec["layers"] or None,
         modules_to_save=spec["modules_to_save"] or None,
@@ -93,6 +120,7 @@ def packed_logits(model, batch):
     cu = batch["cu_seqlens"].tolist()
     parts = []
     for a, b in zip(cu[:-1], cu[1:]):
+        FixedMaskDropout.rows = slice(a, b)
         out = model(input_ids=batch["ids"][a:b][None], position_ids=batch["positions"][a:b][None])
         parts.append(out.logits[0])
     return torch.cat(parts)
@@ -112,12 +140,15 @@ def run_lora(inp, outp):
     load_base(model, {k: v.double() for k, v in tensors.items()})
     pm = get_peft_model(model, lora_config(spec))
     params = trainable(pm)
-    ours = {k for k in tensors if not k.startswith("batch.")}
+    ours = {k for k in tensors if not k.startswith(("batch.", "mask."))}
     if not set(params) <= ours:
         raise SystemExit(f"PEFT trains parameters Temper does not have: {sorted(set(params) - ours)}")
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(tensors[name].double().view_as(p))
+    if spec["dropout"] > 0:
+        use_masks(pm, tensors, spec["dropout"])
+    pm.train()
     data = batches(tensors)
     out = {}
     logits = packed_logits(pm, data[0])

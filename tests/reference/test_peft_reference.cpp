@@ -1,6 +1,7 @@
 // LoRA, rsLoRA and DoRA against Hugging Face PEFT 0.13.2 on transformers' own model classes
 // (tests/reference/peft_reference.py), live, on the same weights and batches:
-//   - logits, loss and the gradient of every trainable parameter (float64 autograd there);
+//   - logits, loss and the gradient of every trainable parameter (float64 autograd there),
+//     also with dropout (PEFT's dropout replaced by the masks we draw);
 //   - five AdamW steps from the same adapter: the loss trajectory and the final adapters;
 //   - files both ways: PeftModel.from_pretrained loads the adapter we write and gives our
 //     logits; an adapter PEFT saved loads here and gives PEFT's logits;
@@ -50,12 +51,13 @@ PeftSpec spec_of(const std::string& variant, const ModelConfig& c) {
   s.lora.r = 4;
   s.lora.alpha = 8.0;
   s.lora.target_modules = {"all-linear"};
+  if (variant.ends_with("_dropout")) s.lora.dropout = 0.25;
   if (variant == "rslora") {
     s.lora.rslora = true;
     s.lora.target_modules = {"q_proj", "v_proj", "down_proj"};
     s.lora.layers = {1};
   }
-  s.lora.dora = variant == "dora";
+  s.lora.dora = variant.starts_with("dora");
   if (!c.tie_word_embeddings) s.modules_to_save = {"lm_head"};
   return s;
 }
@@ -107,6 +109,25 @@ std::unique_ptr<Transformer> adapted_model(Backend& cpu, const ModelConfig& c, c
 
 std::string json_of(const PeftSpec& s) { return peft_spec_to_json(s).dump(); }
 
+// The dropout masks our forward_backward draws for micro-batch `index` of the run keyed by
+// `seed`, one [T, in] 0/1 tensor per adapted projection ("mask.<module path>"), computed
+// from the documented rule (kernels/backend.h dropout): PEFT's dropout is replaced by
+// them, so both sides drop the same entries.
+void add_dropout_masks(SafetensorsFile& f, const Transformer& m, const MicroBatch& b, uint64_t seed,
+                       uint64_t index) {
+  const float p = float(m.peft().lora.dropout);
+  const int64_t T = b.tokens();
+  for (const auto& param : m.params().all()) {
+    if (!param.name.ends_with(".lora_A.weight")) continue;
+    const std::string path = param.name.substr(0, param.name.size() - std::string(".lora_A.weight").size());
+    const int64_t I = param.full_shape[1];
+    const RngStream s = rng_stream(seed, RngPurpose::Dropout, name_hash(path));
+    std::vector<float> mask(size_t(T * I));
+    for (int64_t i = 0; i < T * I; ++i) mask[size_t(i)] = s.uniform(index * uint64_t(T * I) + uint64_t(i)) > p;
+    f.tensors["mask." + path] = safetensors_f32(mask, {T, I});
+  }
+}
+
 std::vector<float> run_reference(const std::vector<std::string>& args, const std::string& dir,
                                  const std::string& tensor, SafetensorsFile* out = nullptr) {
   std::string log;
@@ -132,7 +153,10 @@ TEST_P(PeftReference, OutputsGradientsAndTrainingEqualPeft) {
   const std::vector<MicroBatch> batches = {make_batch(c.vocab_size, 3), make_batch(c.vocab_size, 4)};
   const float lr = 1e-2f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, wd = 0.1f;
   const double max_norm = type == "qwen2" ? 0.5 : 0.0;  // clipping active on one of them
-  const int steps = 5;
+  const bool dropout = spec.lora.dropout > 0;
+  const int steps = dropout ? 0 : 5;  // with dropout: outputs and gradients under one mask
+  m->set_dropout_seed(77);
+  m->set_micro_batch_index(0);
 
   SafetensorsFile in;
   in.metadata = {{"config", model_config_to_hf_json(m->config()).dump()},
@@ -147,6 +171,7 @@ TEST_P(PeftReference, OutputsGradientsAndTrainingEqualPeft) {
         p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim));
   }
   for (size_t k = 0; k < batches.size(); ++k) add_batch(in, int(k), batches[k]);
+  if (dropout) add_dropout_masks(in, *m, batches[0], 77, 0);
   const std::string dir = test::temp_dir("peft_reference_" + type + "_" + variant).string();
   write_safetensors(dir + "/in.safetensors", in);
   SafetensorsFile ref;
@@ -154,7 +179,7 @@ TEST_P(PeftReference, OutputsGradientsAndTrainingEqualPeft) {
   ASSERT_FALSE(ref_logits.empty());
 
   const MicroBatch& b = batches[0];
-  check_close(m->logits(b), ref_logits, kFp32Bound, "logits");
+  if (!dropout) check_close(m->logits(b), ref_logits, kFp32Bound, "logits");  // (logits: no dropout)
   m->params().zero_grads();
   const LossSum loss = m->forward_backward(b, 1.0f / float(b.target_count()));
   const double ref_loss = ref.at("loss").to_f32()[0];
@@ -194,7 +219,9 @@ INSTANTIATE_TEST_SUITE_P(
                       std::pair{std::string("llama"), std::string("dora")},
                       std::pair{std::string("qwen2"), std::string("lora")},
                       std::pair{std::string("qwen2"), std::string("rslora")},
-                      std::pair{std::string("qwen2"), std::string("dora")}),
+                      std::pair{std::string("qwen2"), std::string("dora")},
+                      std::pair{std::string("llama"), std::string("lora_dropout")},
+                      std::pair{std::string("qwen2"), std::string("dora_dropout")}),
     [](const auto& info) { return info.param.first + "_" + info.param.second; });
 
 // Writes the base model and a batch; returns the directory.

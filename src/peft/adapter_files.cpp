@@ -1,0 +1,216 @@
+#include "peft/adapter_files.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "core/error.h"
+#include "io/hf_model.h"
+
+namespace fs = std::filesystem;
+
+namespace temper {
+namespace {
+
+constexpr const char* kConfigFile = "adapter_config.json";
+constexpr const char* kWeightsFile = "adapter_model.safetensors";
+constexpr const char* kPrefix = "base_model.model.";
+
+bool is_adapter(const Parameter& p) { return p.init == ParamInit::Adapter; }
+
+// The short module name of an adapter parameter: "q_proj" for
+// model.layers.3.self_attn.q_proj.lora_A.weight.
+std::string module_of_adapter(const std::string& name) {
+  const size_t lora = name.find(".lora_");
+  const std::string path = name.substr(0, lora);
+  return path.substr(path.rfind('.') + 1);
+}
+
+template <typename T>
+T config_value(const nlohmann::json& c, const char* key, T fallback, const std::string& file) {
+  if (!c.contains(key) || c[key].is_null()) return fallback;
+  try {
+    return c[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail("{}: \"{}\" has the wrong type ({})", file, key, c[key].dump());
+  }
+}
+
+// A list of strings, or one string (PEFT: a regex over module paths) as a one-item list.
+std::vector<std::string> string_list(const nlohmann::json& c, const char* key, const std::string& file) {
+  if (!c.contains(key) || c[key].is_null()) return {};
+  if (c[key].is_string()) return {c[key].get<std::string>()};
+  if (!c[key].is_array()) fail("{}: \"{}\" must be a list of names or a string", file, key);
+  std::vector<std::string> out;
+  for (const auto& v : c[key]) {
+    if (!v.is_string()) fail("{}: \"{}\" must hold strings, got {}", file, key, v.dump());
+    out.push_back(v.get<std::string>());
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string peft_key(const std::string& name) { return kPrefix + name; }
+
+std::string name_of_peft_key(const std::string& key) {
+  return key.starts_with(kPrefix) ? key.substr(std::string(kPrefix).size()) : std::string();
+}
+
+bool is_peft_adapter_dir(const std::string& dir) {
+  return fs::is_directory(dir) && fs::exists(fs::path(dir) / kConfigFile);
+}
+
+PeftAdapter read_peft_adapter(const std::string& dir) {
+  PeftAdapter a;
+  a.dir = dir;
+  const std::string cfg_file = (fs::path(dir) / kConfigFile).string();
+  if (!fs::is_directory(dir)) fail("model.adapter: '{}' is not a directory", dir);
+  if (!fs::exists(cfg_file))
+    fail("{}: no {} (a Hugging Face PEFT adapter directory has adapter_config.json and "
+         "adapter_model.safetensors)", dir, kConfigFile);
+  try {
+    std::ifstream(cfg_file) >> a.config;
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON: {}", cfg_file, e.what());
+  }
+  const nlohmann::json& c = a.config;
+  if (!c.is_object()) fail("{}: expected a JSON object", cfg_file);
+  const std::string type = config_value<std::string>(c, "peft_type", "", cfg_file);
+  if (type.empty()) fail("{}: no \"peft_type\"", cfg_file);
+  if (type != "LORA")
+    fail("{}: peft_type \"{}\" is not supported here: Temper reads LORA adapters (LoRA, rsLoRA, "
+         "DoRA)", cfg_file, type);
+  LoraSpec& l = a.lora;
+  l.r = config_value<int64_t>(c, "r", 8, cfg_file);  // PEFT's defaults when absent
+  l.alpha = config_value<double>(c, "lora_alpha", 8.0, cfg_file);
+  l.dropout = config_value<double>(c, "lora_dropout", 0.0, cfg_file);
+  l.rslora = config_value<bool>(c, "use_rslora", false, cfg_file);
+  l.dora = config_value<bool>(c, "use_dora", false, cfg_file);
+  if (l.r <= 0) fail("{}: \"r\" = {} must be > 0", cfg_file, l.r);
+  l.target_modules = string_list(c, "target_modules", cfg_file);
+  if (l.target_modules.empty()) fail("{}: no \"target_modules\"", cfg_file);
+  if (c.contains("layers_to_transform") && !c["layers_to_transform"].is_null()) {
+    const auto& v = c["layers_to_transform"];
+    if (v.is_number_integer()) l.layers.push_back(v.get<int64_t>());
+    else for (const auto& x : v) l.layers.push_back(x.get<int64_t>());
+  }
+  a.modules_to_save = string_list(c, "modules_to_save", cfg_file);
+  // What PEFT can express and we do not compute: refuse rather than load another model.
+  if (config_value<bool>(c, "fan_in_fan_out", false, cfg_file))
+    fail("{}: \"fan_in_fan_out\": true (GPT-2 Conv1D layers) is not supported", cfg_file);
+  if (config_value<bool>(c, "lora_bias", false, cfg_file))
+    fail("{}: \"lora_bias\": true is not supported", cfg_file);
+  if (const std::string bias = config_value<std::string>(c, "bias", "none", cfg_file); bias != "none")
+    fail("{}: \"bias\": \"{}\" is not supported (only \"none\")", cfg_file, bias);
+  for (const char* key : {"rank_pattern", "alpha_pattern"})
+    if (c.contains(key) && c[key].is_object() && !c[key].empty())
+      fail("{}: \"{}\" (per-module ranks or alphas) is not supported", cfg_file, key);
+  const fs::path weights = fs::path(dir) / kWeightsFile;
+  if (!fs::exists(weights)) {
+    if (fs::exists(fs::path(dir) / "adapter_model.bin"))
+      fail("{}: only adapter_model.bin (a pickle) is there; save the adapter with safetensors "
+           "(PEFT's default) to load it", dir);
+    fail("{}: no {}", dir, kWeightsFile);
+  }
+  a.weights = read_safetensors(weights.string());
+  return a;
+}
+
+void adopt_adapter_structure(PeftSpec& spec, const PeftAdapter& a) {
+  const double dropout = spec.lora.dropout;
+  const bool gaussian = spec.lora.gaussian_init;
+  spec.method = PeftMethod::Lora;
+  spec.lora = a.lora;
+  spec.lora.dropout = dropout;
+  spec.lora.gaussian_init = gaussian;
+  spec.modules_to_save = a.modules_to_save;
+}
+
+void load_peft_adapter(Transformer& model, const PeftAdapter& a) {
+  const std::string file = (fs::path(a.dir) / kWeightsFile).string();
+  ParameterSet& params = model.params();
+  std::set<std::string> used;
+  for (Parameter& p : params.all()) {
+    if (!p.trainable && !is_adapter(p)) continue;  // the frozen base: not in an adapter
+    // PEFT keeps the magnitude's ".weight" off in files; accept it on as well.
+    std::string key = peft_key(p.name);
+    if (!a.weights.tensors.count(key) && a.weights.tensors.count(key + ".weight")) key += ".weight";
+    if (!a.weights.tensors.count(key))
+      fail("{}: tensor '{}' is missing (the adapter has other target modules or layers than "
+           "its adapter_config.json says, or is for another model)", file, key);
+    const SafetensorsEntry& e = a.weights.tensors.at(key);
+    const std::vector<int64_t> want(p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim);
+    if (e.shape != want)
+      fail("{}: tensor '{}' has shape [{}], this model needs {}: an adapter for another base "
+           "model or rank", file, key, fmt::join(e.shape, ", "), p.full_shape.str());
+    if (e.dtype != "F32" && e.dtype != "BF16" && e.dtype != "F16")
+      fail("{}: tensor '{}' has dtype {} (expected F32, BF16 or F16)", file, key, e.dtype);
+    set_parameter(model.backend(), p, e.to_f32());
+    used.insert(key);
+  }
+  for (const auto& [key, e] : a.weights.tensors)
+    if (!used.count(key))
+      fail("{}: tensor '{}' is not a parameter of this model's adapter (an adapter for another "
+           "base model, or target modules its adapter_config.json does not list)", file, key);
+}
+
+void save_peft_adapter(Transformer& model, const std::string& dir, const std::string& base_model,
+                       const TensorParallel& tp, Communicator* tp_group, bool write) {
+  ParameterSet& params = model.params();
+  const std::vector<std::vector<uint8_t>> full = gather_full_parameters(params, model.backend(), tp, tp_group);
+  if (!write) return;
+  const PeftSpec& spec = model.peft();
+  TEMPER_CHECK(spec.method == PeftMethod::Lora, "save_peft_adapter: the model has no LoRA adapters");
+  SafetensorsFile f;
+  f.metadata["format"] = "pt";
+  std::set<std::string> targets;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Parameter& p = params[i];
+    if (!p.trainable) continue;
+    if (is_adapter(p)) targets.insert(module_of_adapter(p.name));
+    SafetensorsEntry e;
+    e.dtype = p.value.dtype() == DType::F32 ? "F32" : p.value.dtype() == DType::BF16 ? "BF16" : "F16";
+    e.shape.assign(p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim);
+    e.data = full[i];
+    f.tensors.emplace(peft_key(p.name), std::move(e));
+  }
+  const LoraSpec& l = spec.lora;
+  nlohmann::json c = {
+      {"alpha_pattern", nlohmann::json::object()},
+      {"auto_mapping", nullptr},
+      {"base_model_name_or_path", base_model},
+      {"bias", "none"},
+      {"fan_in_fan_out", false},
+      {"inference_mode", true},
+      {"init_lora_weights", l.gaussian_init ? nlohmann::json("gaussian") : nlohmann::json(true)},
+      {"layer_replication", nullptr},
+      {"layers_pattern", nullptr},
+      {"layers_to_transform", l.layers.empty() ? nlohmann::json(nullptr) : nlohmann::json(l.layers)},
+      {"loftq_config", nlohmann::json::object()},
+      {"lora_alpha", l.alpha},
+      {"lora_dropout", l.dropout},
+      {"megatron_config", nullptr},
+      {"megatron_core", "megatron.core"},
+      {"modules_to_save", spec.modules_to_save.empty() ? nlohmann::json(nullptr)
+                                                       : nlohmann::json(spec.modules_to_save)},
+      {"peft_type", "LORA"},
+      {"r", l.r},
+      {"rank_pattern", nlohmann::json::object()},
+      {"revision", nullptr},
+      {"target_modules", std::vector<std::string>(targets.begin(), targets.end())},
+      {"task_type", "CAUSAL_LM"},
+      {"use_dora", l.dora},
+      {"use_rslora", l.rslora},
+  };
+  fs::create_directories(dir);
+  const fs::path st = fs::path(dir) / kWeightsFile;
+  write_safetensors(st.string() + ".tmp", f);
+  fs::rename(st.string() + ".tmp", st);
+  std::ofstream(fs::path(dir) / kConfigFile) << c.dump(2) << "\n";
+}
+
+}  // namespace temper

@@ -1,0 +1,57 @@
+// Hugging Face PEFT adapter directories, out and in (shared/reference/peft.md §1.3):
+//   adapter_config.json        LoraConfig as PEFT 0.13 writes it (peft_type "LORA")
+//   adapter_model.safetensors  base_model.model.<module>.lora_A.weight [r, in],
+//                              ...lora_B.weight [out, r], ...lora_magnitude_vector [out]
+//                              (DoRA), base_model.model.<param> (modules_to_save), and
+//                              {"format": "pt"} metadata
+// so PeftModel.from_pretrained loads what we write and we load what PEFT saves. Errors
+// name the file and the key or tensor that is wrong.
+#pragma once
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.h"
+#include "model/transformer.h"
+#include "peft/peft.h"
+
+namespace temper {
+
+struct PeftAdapter {
+  std::string dir;
+  nlohmann::json config;          // adapter_config.json as read
+  LoraSpec lora;                  // r, alpha, rslora, dora, targets, layers from the config
+  std::vector<std::string> modules_to_save;
+  SafetensorsFile weights;        // adapter_model.safetensors, PEFT's keys
+};
+
+// Reads and validates a LoRA / DoRA adapter directory: peft_type LORA, the LoraConfig
+// fields we support (errors name those we do not: rank_pattern, lora_bias, ...).
+PeftAdapter read_peft_adapter(const std::string& dir);
+bool is_peft_adapter_dir(const std::string& dir);
+
+// A run that continues an adapter takes its structure from it: method lora and the
+// adapter's r, alpha, rsLoRA, DoRA, targets, layers and modules_to_save (dropout and init
+// stay the run's).
+void adopt_adapter_structure(PeftSpec& spec, const PeftAdapter& adapter);
+
+// Sets the model's adapter parameters (and modules_to_save weights) from the adapter, each
+// tp rank its shard. Every adapter parameter of the model must be in the file with its
+// full shape, and every tensor of the file must be one of the model's: an adapter for
+// another base (other names or shapes) is an error naming the tensor.
+void load_peft_adapter(Transformer& model, const PeftAdapter& adapter);
+
+// Writes dir/adapter_config.json and dir/adapter_model.safetensors from the model's
+// trainable adapter parameters and modules_to_save (in the model's dtype). With tensor
+// parallelism every rank of the tp group calls it (shards are gathered over tp_group);
+// only write = true writes. base_model: adapter_config's base_model_name_or_path.
+void save_peft_adapter(Transformer& model, const std::string& dir, const std::string& base_model,
+                       const TensorParallel& tp = {}, Communicator* tp_group = nullptr,
+                       bool write = true);
+
+// PEFT's file key of one of our parameter names, and back ("" when not an adapter key).
+std::string peft_key(const std::string& name);
+std::string name_of_peft_key(const std::string& key);
+
+}  // namespace temper

@@ -1,0 +1,78 @@
+// PEFT under every layout, through the real launcher: LoRA and DoRA (all linear layers,
+// dropout 0.1, so the dropout masks must not depend on the layout either) on the tiny
+// model, five steps of one global batch of six micro-batches, as tensor parallelism (tp2),
+// data parallelism with accumulation 3 (dp2), tp2 × dp2 with ZeRO-2, and dp2 with ZeRO-1
+// and activation recompute: the losses, gradient norms and final adapters (gathered to
+// full tensors in final/adapter_model.safetensors) equal one process's within fp32
+// reduction-order noise.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.h"
+#include "support/test_util.h"
+
+namespace temper {
+namespace {
+
+constexpr double kBound = 1e-5;  // as the full fine-tuning layouts (test_data_parallel_invariance)
+
+struct PeftLayout {
+  int ranks, tp, accum, zero;
+  bool recompute;
+  const char* tag;
+};
+
+std::string run(const PeftLayout& l, const std::string& method) {
+  auto dir = test::temp_dir(fmt::format("peft_{}_{}", method, l.tag));
+  const std::string cmd = fmt::format(
+      "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+      "timeout 300 mpirun -np {} --oversubscribe --bind-to none {}/bin/temper train "
+      "{}/configs/recipes/tiny.yaml out_dir={} train.steps=5 train.grad_accum={} "
+      "train.eval_every=0 train.progress=plain train.recompute={} parallel.zero={} parallel.tp={} "
+      "parallel.timeout_s=120 peft.method=lora peft.r=4 peft.alpha=8 peft.dropout=0.1 "
+      "peft.target_modules=all-linear peft.use_dora={} optim.lr=1e-2",
+      l.ranks, TEMPER_BINARY_DIR, TEMPER_SOURCE_DIR, dir.string(), l.accum, l.recompute, l.zero,
+      l.tp, method == "dora");
+  const test::CommandResult r = test::run_command(cmd);
+  EXPECT_EQ(r.status, 0) << r.output;
+  return dir.string();
+}
+
+std::vector<float> metric(const std::string& dir, const char* key) {
+  std::vector<float> v;
+  std::ifstream in(dir + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) v.push_back(float(nlohmann::json::parse(line)[key].get<double>()));
+  return v;
+}
+
+class PeftLayouts : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PeftLayouts, MatchOneProcess) {
+  const std::string method = GetParam();
+  const std::string ref = run({1, 1, 6, 0, false, "1x6"}, method);
+  const std::vector<float> ref_losses = metric(ref, "loss"), ref_norms = metric(ref, "grad_norm");
+  ASSERT_EQ(ref_losses.size(), 5u);
+  const SafetensorsFile ref_adapter = read_safetensors(ref + "/final/adapter_model.safetensors");
+  ASSERT_GT(ref_adapter.tensors.size(), 0u);
+  for (const PeftLayout& l : {PeftLayout{2, 2, 6, 0, false, "tp2"}, PeftLayout{2, 1, 3, 0, false, "dp2_accum3"},
+                              PeftLayout{4, 2, 3, 2, false, "tp2_dp2_zero2"},
+                              PeftLayout{2, 1, 3, 1, true, "dp2_zero1_recompute"}}) {
+    SCOPED_TRACE(method + " " + l.tag);
+    const std::string dir = run(l, method);
+    EXPECT_LE(test::rel_error(metric(dir, "loss"), ref_losses), kBound) << "losses";
+    EXPECT_LE(test::rel_error(metric(dir, "grad_norm"), ref_norms), kBound) << "gradient norms";
+    const SafetensorsFile adapter = read_safetensors(dir + "/final/adapter_model.safetensors");
+    ASSERT_EQ(adapter.tensors.size(), ref_adapter.tensors.size());
+    for (const auto& [name, t] : ref_adapter.tensors)
+      EXPECT_LE(test::rel_error(adapter.at(name).to_f32(), t.to_f32()), kBound) << name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, PeftLayouts, ::testing::Values("lora", "dora"));
+
+}  // namespace
+}  // namespace temper
