@@ -151,6 +151,13 @@ LoraTargets::LoraTargets(const LoraSpec& spec, int64_t num_layers)
         any = true;
         if (layer_on(l)) chosen_[size_t(l * 7 + s)] = true;
       }
+    const bool embedding = target == "embed_tokens" || target.ends_with(".embed_tokens");
+    const bool norm = target.find("norm") != std::string::npos && !has_regex_syntax(target);
+    if (!any && (embedding || norm))
+      fail("config key 'peft.target_modules': '{}' is {}, not a linear projection: {} adapts "
+           "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj and down_proj; train it in full "
+           "with peft.modules_to_save: [{}]", target, embedding ? "an embedding" : "an RMSNorm",
+           spec.dora ? "DoRA" : "LoRA", target);
     if (!any)
       fail("config key 'peft.target_modules': '{}' matches no module; the linear modules of "
            "each block are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (or "

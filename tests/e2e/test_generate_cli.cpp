@@ -13,40 +13,18 @@
 #include "generate/generate.h"
 #include "io/hf_model.h"
 #include "support/test_util.h"
+#include "support/tokenizer_fixture.h"
 
 namespace temper {
 namespace {
 
 using json = nlohmann::json;
 
-// Ids 0-2 are <|im_end|>, <|im_start|>, <|endoftext|>; ids 3-258 the 256 bytes.
-constexpr int64_t kVocab = 259;
-
-void write_tokenizer(const std::filesystem::path& dir) {
-  json vocab = json::object();
-  for (int b = 0; b < 256; ++b) vocab[tokenizer_detail::byte_to_unicode(uint8_t(b))] = 3 + b;
-  json added = json::array();
-  int id = 0;
-  for (const char* t : {"<|im_end|>", "<|im_start|>", "<|endoftext|>"})
-    added.push_back({{"id", id++}, {"content", t}, {"special", true}, {"normalized", false}});
-  json tok = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}},
-              {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-              {"decoder", {{"type", "ByteLevel"}}},
-              {"added_tokens", added}};
-  std::ofstream(dir / "tokenizer.json") << tok.dump();
-  const std::string chatml =
-      "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
-      "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
-      "{{ '<|im_start|>assistant\\n' }}{% endif %}";
-  json cfg = {{"eos_token", "<|endoftext|>"}, {"chat_template", chatml}};
-  std::ofstream(dir / "tokenizer_config.json") << cfg.dump();
-}
-
 // A tiny model directory; zero_final_norm makes every logit 0, so greedy picks id 0
 // (<|im_end|>) at once.
 std::filesystem::path make_model(const std::string& name, bool zero_final_norm) {
   ModelConfig c;
-  c.vocab_size = kVocab;
+  c.vocab_size = test::kByteTokenizerVocab;
   c.hidden_size = 32;
   c.intermediate_size = 64;
   c.num_hidden_layers = 2;
@@ -60,7 +38,7 @@ std::filesystem::path make_model(const std::string& name, bool zero_final_norm) 
   const auto dir = test::temp_dir("generate_cli_" + name) / "model";
   std::filesystem::create_directories(dir);
   save_hf_model(m, dir.string());
-  write_tokenizer(dir);
+  test::write_byte_tokenizer(dir);
   return dir;
 }
 

@@ -1,0 +1,196 @@
+// PEFT end to end through the `temper` binary: a LoRA run on a Hugging Face base leaves a
+// PEFT adapter in final/ and checkpoints that hold only the adapters; export --to peft,
+// merge, generate (from the adapter directory, with --adapter, and from the merge) and
+// model.adapter (continuing an adapter) work on them; a resumed PEFT run is bit-exact and
+// a changed base is refused; partial fine-tuning exports the whole model; bad PEFT input
+// is a clear error naming the key, module or file.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "checkpoint_test_util.h"
+#include "io/hf_model.h"
+#include "io/safetensors.h"
+#include "model/transformer.h"
+#include "support/tokenizer_fixture.h"
+
+namespace temper {
+namespace {
+
+namespace fs = std::filesystem;
+using test::CommandResult;
+
+CommandResult temper(const std::string& args) {
+  return test::run_command("export OMP_NUM_THREADS=1; " + test::temper_bin() + " " + args);
+}
+
+// The tiny preset as a Hugging Face directory with random weights and a byte tokenizer.
+fs::path make_base(const std::string& name, uint64_t seed) {
+  const fs::path dir = test::temp_dir(name) / "base";
+  fs::create_directories(dir);
+  auto cpu = make_backend("cpu");
+  Transformer m(load_hf_config(std::string(TEMPER_SOURCE_DIR) + "/configs/models/tiny.json"), *cpu,
+                DType::F32);
+  m.init_weights(seed);
+  save_hf_model(m, dir.string());
+  test::write_byte_tokenizer(dir);
+  return dir;
+}
+
+const std::string kLora =
+    "peft.method=lora peft.r=4 peft.alpha=8 peft.dropout=0.1 peft.target_modules=all-linear";
+
+std::string lora_run(const fs::path& out, const fs::path& base, const std::string& args) {
+  return fmt::format("train {} out_dir={} model.preset= model.path={} train.eval_every=0 "
+                     "train.progress=plain optim.lr=1e-2 {} {}",
+                     test::tiny_recipe(), out.string(), base.string(), kLora, args);
+}
+
+std::map<std::string, std::vector<float>> tensors_of(const fs::path& file) {
+  std::map<std::string, std::vector<float>> out;
+  for (const auto& [name, t] : read_safetensors(file.string()).tensors) out[name] = t.to_f32();
+  return out;
+}
+
+// The text `temper generate` samples (temperature 1, a fixed seed: deterministic, and it
+// follows small changes of the distribution that greedy decoding of a tiny model hides).
+std::string generated(const std::string& model_and_args) {
+  const CommandResult r = temper("generate " + model_and_args +
+                                 " --prompt hello --max-new-tokens 24 --temperature 1 --seed 4");
+  EXPECT_EQ(r.status, 0) << r.output;
+  const std::string out = r.output.substr(r.output.find('\n') + 1);  // after the command line
+  return out.substr(0, out.find("prompt:"));  // the text, without the stderr summary
+}
+
+TEST(PeftCli, LoraRunLeavesAnAdapterThatExportsMergesGeneratesAndContinues) {
+  const fs::path base = make_base("peft_cli_base", 5);
+  const fs::path root = base.parent_path(), run = root / "run";
+  CommandResult r = temper(lora_run(run, base, "train.steps=6 checkpoint.every=3"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("peft lora r=4"), std::string::npos) << r.output;
+  const auto losses = test::step_losses(run);
+  ASSERT_EQ(losses.size(), 6u);
+  EXPECT_LT(losses.at(6), losses.at(1)) << "the adapters should learn something";
+
+  // final/ is a PEFT adapter directory with the base's tokenizer, not a model.
+  for (const char* f : {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"})
+    EXPECT_TRUE(fs::exists(run / "final" / f)) << f;
+  EXPECT_FALSE(fs::exists(run / "final" / "model.safetensors"));
+  const nlohmann::json cfg = nlohmann::json::parse(test::file_bytes(run / "final" / "adapter_config.json"));
+  EXPECT_EQ(cfg["peft_type"], "LORA");
+  EXPECT_EQ(cfg["base_model_name_or_path"], fs::absolute(base).lexically_normal().string());
+
+  // The checkpoint holds the adapters and refers to the base.
+  const fs::path ckpt = run / "checkpoints" / "step-00000006.h5";
+  r = temper("inspect --verify " + ckpt.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("lora_A.weight"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("self_attn.q_proj.weight "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(base.filename().string()), std::string::npos) << r.output;
+
+  // export --to peft gives final/'s adapter; --to hf points to peft and merge.
+  r = temper("export " + ckpt.string() + " --to peft --out " + (root / "exported").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(tensors_of(root / "exported" / "adapter_model.safetensors") ==
+              tensors_of(run / "final" / "adapter_model.safetensors")) << "the export differs from final/";
+  r = temper("export " + ckpt.string() + " --to hf --out " + (root / "nope").string());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("temper merge"), std::string::npos) << r.output;
+
+  // merge: a model directory with the tokenizer; generation agrees across all three forms.
+  r = temper("merge " + ckpt.string() + " --out " + (root / "merged").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json"})
+    EXPECT_TRUE(fs::exists(root / "merged" / f)) << f;
+  const std::string from_final = generated((run / "final").string());
+  EXPECT_EQ(generated(base.string() + " --adapter " + (run / "final").string()), from_final);
+  EXPECT_EQ(generated((root / "merged").string()), from_final);
+  EXPECT_NE(generated(base.string()), from_final) << "the adapter should change the model";
+
+  // model.adapter continues the adapter: the first step already has the trained loss, and
+  // with lr 0 the adapter comes out as it went in.
+  r = temper(lora_run(root / "continued", base,
+                      "train.steps=1 optim.lr=0 optim.warmup_steps=0 model.adapter=" + (run / "final").string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_LT(test::step_losses(root / "continued").at(1), losses.at(1));
+  EXPECT_TRUE(tensors_of(root / "continued" / "final" / "adapter_model.safetensors") ==
+              tensors_of(run / "final" / "adapter_model.safetensors")) << "lr 0 changed the adapter";
+
+  // A base that changed since the checkpoint is refused, naming it.
+  const fs::path other = make_base("peft_cli_base_changed", 6);
+  fs::copy_file(other / "model.safetensors", base / "model.safetensors",
+                fs::copy_options::overwrite_existing);
+  r = temper(lora_run(run, base, "train.steps=9 checkpoint.every=3"));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("frozen base weights differ"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(base.string()), std::string::npos) << r.output;
+}
+
+// A copy of a run's step-3 checkpoint resumed to step 6: the resumed steps and the final
+// adapter are bit-identical to the uninterrupted run (DoRA with dropout: the masks and the
+// AdamW state restore).
+TEST(PeftCli, ResumedPeftRunIsBitExact) {
+  const fs::path a = test::temp_dir("peft_resume_a"), b = test::temp_dir("peft_resume_b");
+  const std::string args = kLora + " peft.use_dora=true optim.lr=1e-2 train.steps=6 checkpoint.every=3";
+  ASSERT_EQ(test::run_command(test::train_cmd(a, args)).status, 0);
+  fs::create_directories(b / "checkpoints");
+  fs::copy_file(a / "checkpoints" / "step-00000003.h5", b / "checkpoints" / "step-00000003.h5");
+  std::ofstream(b / "checkpoints" / "latest") << "step-00000003.h5\n";
+  const CommandResult resumed = test::run_command(test::train_cmd(b, args));
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resuming from"), std::string::npos) << resumed.output;
+  test::expect_same_losses(test::step_losses(b), test::step_losses(a), 4, 6, "resumed DoRA run");
+  EXPECT_TRUE(test::file_bytes(a / "final" / "adapter_model.safetensors") ==
+              test::file_bytes(b / "final" / "adapter_model.safetensors"))
+      << "the resumed run's adapter differs";
+  // A base drawn from another seed is not the one the checkpoint was trained on.
+  const CommandResult other = test::run_command(test::train_cmd(b, args + " train.steps=9 seed=99"));
+  EXPECT_EQ(other.status, 1) << other.output;
+  EXPECT_NE(other.output.find("frozen base weights differ"), std::string::npos) << other.output;
+}
+
+TEST(PeftCli, PartialRunCheckpointsAndExportsTheWholeModel) {
+  const fs::path dir = test::temp_dir("peft_partial");
+  const CommandResult r = test::run_command(test::train_cmd(
+      dir, "peft.method=partial peft.trainable=[last:1,norm] train.steps=3 checkpoint.every=3"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("peft partial"), std::string::npos) << r.output;
+  const fs::path out = dir / "exported";
+  const CommandResult e = temper("export " + (dir / "checkpoints" / "step-00000003.h5").string() + " --out " + out.string());
+  ASSERT_EQ(e.status, 0) << e.output;
+  EXPECT_TRUE(test::file_bytes(out / "model.safetensors") == test::file_bytes(dir / "final" / "model.safetensors"))
+      << "the export differs from final/";
+}
+
+TEST(PeftCli, BadPeftInputIsAClearError) {
+  const fs::path base = make_base("peft_cli_bad", 5);
+  const fs::path root = base.parent_path();
+  auto expect_error = [&](const std::string& args, const std::string& needle) {
+    const CommandResult r = temper(lora_run(root / "bad", base, "train.steps=1 " + args));
+    EXPECT_EQ(r.status, 1) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
+  };
+  expect_error("peft.target_modules=[q_proj,qkv_proj]", "'qkv_proj' matches no module");
+  expect_error("peft.r=0", "peft.r");
+  expect_error("peft.use_dora=true peft.target_modules=[embed_tokens]",
+               "'embed_tokens' is an embedding, not a linear projection: DoRA");
+  expect_error("peft.method=partial peft.trainable=[bias]", "rule 'bias' matches no parameter");
+
+  // An adapter directory: for another base (other shapes), and of an unknown peft_type.
+  ASSERT_EQ(temper(lora_run(root / "good", base, "train.steps=1")).status, 0);
+  const fs::path adapter = root / "good" / "final";
+  expect_error("model.hidden_size=32 model.path= model.preset=tiny model.adapter=" + adapter.string(),
+               "has shape");
+  const fs::path foreign = root / "foreign";
+  fs::create_directories(foreign);
+  fs::copy_file(adapter / "adapter_model.safetensors", foreign / "adapter_model.safetensors");
+  nlohmann::json cfg = nlohmann::json::parse(test::file_bytes(adapter / "adapter_config.json"));
+  cfg["peft_type"] = "IA3";
+  std::ofstream(foreign / "adapter_config.json") << cfg.dump();
+  expect_error("model.adapter=" + foreign.string(), "peft_type \"IA3\" is not supported");
+}
+
+}  // namespace
+}  // namespace temper

@@ -1,0 +1,31 @@
+#include "support/tokenizer_fixture.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "data/tokenizer.h"
+
+namespace temper::test {
+
+void write_byte_tokenizer(const std::filesystem::path& dir) {
+  using json = nlohmann::json;
+  json vocab = json::object();
+  for (int b = 0; b < 256; ++b) vocab[tokenizer_detail::byte_to_unicode(uint8_t(b))] = 3 + b;
+  json added = json::array();
+  int id = 0;
+  for (const char* t : {"<|im_end|>", "<|im_start|>", "<|endoftext|>"})
+    added.push_back({{"id", id++}, {"content", t}, {"special", true}, {"normalized", false}});
+  json tok = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}},
+              {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+              {"decoder", {{"type", "ByteLevel"}}},
+              {"added_tokens", added}};
+  std::ofstream(dir / "tokenizer.json") << tok.dump();
+  const std::string chatml =
+      "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+      "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
+      "{{ '<|im_start|>assistant\\n' }}{% endif %}";
+  json cfg = {{"eos_token", "<|endoftext|>"}, {"chat_template", chatml}};
+  std::ofstream(dir / "tokenizer_config.json") << cfg.dump();
+}
+
+}  // namespace temper::test
