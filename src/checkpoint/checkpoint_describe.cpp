@@ -76,6 +76,10 @@ std::string describe_checkpoint(const std::string& path, bool verify) {
     out += fmt::format("non-finite steps: {} skipped, {} in a row at save\n", m.skipped_steps,
                        m.nonfinite_streak);
   if (!m.source.empty()) out += fmt::format("source: {}\n", m.source);
+  if (m.has_base)
+    out += fmt::format("frozen base (not stored here): {}, checksum {:016x}\n",
+                       m.base_model.empty() ? std::string("drawn from the run's seed") : m.base_model,
+                       m.base_checksum);
   for (const auto& [k, v] : m.extra) out += fmt::format("{}: {}\n", k, v);
 
   const ModelConfig mc = with_context(path + ": /meta model_config", [&] {

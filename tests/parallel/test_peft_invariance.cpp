@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -25,17 +26,18 @@ struct PeftLayout {
   const char* tag;
 };
 
-std::string run(const PeftLayout& l, const std::string& method) {
-  auto dir = test::temp_dir(fmt::format("peft_{}_{}", method, l.tag));
+std::string run(const PeftLayout& l, const std::string& method, const std::string& extra = "",
+                std::filesystem::path dir = {}) {
+  if (dir.empty()) dir = test::temp_dir(fmt::format("peft_{}_{}", method, l.tag));
   const std::string cmd = fmt::format(
       "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
       "timeout 300 mpirun -np {} --oversubscribe --bind-to none {}/bin/temper train "
       "{}/configs/recipes/tiny.yaml out_dir={} train.steps=5 train.grad_accum={} "
       "train.eval_every=0 train.progress=plain train.recompute={} parallel.zero={} parallel.tp={} "
       "parallel.timeout_s=120 peft.method=lora peft.r=4 peft.alpha=8 peft.dropout=0.1 "
-      "peft.target_modules=all-linear peft.use_dora={} optim.lr=1e-2",
+      "peft.target_modules=all-linear peft.use_dora={} optim.lr=1e-2 {}",
       l.ranks, TEMPER_BINARY_DIR, TEMPER_SOURCE_DIR, dir.string(), l.accum, l.recompute, l.zero,
-      l.tp, method == "dora");
+      l.tp, method == "dora", extra);
   const test::CommandResult r = test::run_command(cmd);
   EXPECT_EQ(r.status, 0) << r.output;
   return dir.string();
@@ -73,6 +75,28 @@ TEST_P(PeftLayouts, MatchOneProcess) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, PeftLayouts, ::testing::Values("lora", "dora"));
+
+// A DoRA checkpoint written by dp2 × ZeRO-2 at step 3 continues under tp2 (the adapters and
+// their AdamW state resharded on load, the frozen base found by its checksum) to step 5
+// as one process runs all five steps.
+TEST(PeftResume, CheckpointReshardsUnderAnotherLayout) {
+  const std::string ckpt = "checkpoint.every=3 checkpoint.keep=5";
+  const std::string ref = run({1, 1, 6, 0, false, "resume_ref"}, "dora", ckpt);
+  const std::string saved = run({2, 1, 3, 2, false, "resume_dp2_zero2"}, "dora", ckpt);
+  const auto dir = test::temp_dir("peft_resume_tp2");
+  std::filesystem::create_directories(dir / "checkpoints");
+  std::filesystem::copy_file(std::filesystem::path(saved) / "checkpoints" / "step-00000003.h5",
+                             dir / "checkpoints" / "step-00000003.h5");
+  std::ofstream(dir / "checkpoints" / "latest") << "step-00000003.h5\n";
+  run({2, 2, 6, 0, false, "resume_tp2"}, "dora", ckpt, dir);
+  const std::vector<float> ref_losses = metric(ref, "loss"), got = metric(dir.string(), "loss");
+  ASSERT_EQ(got.size(), 2u);  // steps 4 and 5
+  EXPECT_LE(test::rel_error(got, {ref_losses[3], ref_losses[4]}), kBound);
+  const SafetensorsFile a = read_safetensors(ref + "/final/adapter_model.safetensors");
+  const SafetensorsFile b = read_safetensors(dir.string() + "/final/adapter_model.safetensors");
+  for (const auto& [name, t] : a.tensors)
+    EXPECT_LE(test::rel_error(b.at(name).to_f32(), t.to_f32()), kBound) << name;
+}
 
 }  // namespace
 }  // namespace temper
