@@ -9,6 +9,11 @@
 //   - the loss falls: the validation loss after training is well below the GGUF model's
 //     on the same validation batches, and the last steps' training loss below the first's;
 //   - OUT/final is the trained model: its validation loss is the one logged at the end.
+// And the same with LoRA (configs/recipes/smollm2-chat-lora.yaml) on the model exported
+// as a Hugging Face directory: the validation loss falls; PEFT loads OUT/final (the
+// adapter) and gives our logits; `temper merge` gives a directory that transformers loads,
+// whose logits are PeftModel's and whose greedy answer `temper generate` gives too, from
+// the merge and from the adapter (tests/reference/smollm2_lora_reference.py).
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -23,6 +28,7 @@
 #include "data/dataset.h"
 #include "data/model_tokenizer.h"
 #include "generate/generate.h"
+#include "io/safetensors.h"
 #include "support/test_util.h"
 #include "train/train_step.h"
 
@@ -111,33 +117,47 @@ Metrics read_metrics(const fs::path& path) {
   return m;
 }
 
+// The chat data of both tests: generated conversations prepared with the model's
+// tokenizer and template; the GGUF's path, the dataset and the JSONL.
+struct ChatData {
+  std::string gguf;
+  fs::path jsonl, h5;
+};
+
+ChatData prepare_chat_data(const fs::path& dir) {
+  ChatData d{smollm2_gguf(), dir / "chat.jsonl", dir / "chat.h5"};
+  const int n = kTrainDocs + kValDocs;
+  test::CommandResult r = test::run_command(
+      fmt::format("'{}' '{}/scripts/make-chat-data.py' '{}' --n {} --seed 11", TEMPER_PYTHON,
+                  TEMPER_SOURCE_DIR, d.jsonl.string(), n));
+  if (r.status != 0) fail("make-chat-data.py failed:\n{}", r.output);
+  r = run_temper(fmt::format("prepare {} --model {} --format chat --out {} --val-fraction {} "
+                             "--seed 5", d.jsonl.string(), d.gguf, d.h5.string(),
+                             double(kValDocs) / n));
+  if (r.status != 0) fail("temper prepare failed:\n{}", r.output);
+  if (r.output.find(fmt::format("{} documents ({} validation)", n, kValDocs)) == std::string::npos ||
+      r.output.find("chat template smollm2") == std::string::npos)
+    fail("temper prepare did not make the expected dataset:\n{}", r.output);
+  return d;
+}
+
+// Removes a run's output at the end of a test: 0.5 GB of weights, and checkpoints.
+struct RemoveAtEnd {
+  fs::path path;
+  ~RemoveAtEnd() { fs::remove_all(path); }
+};
+
 // One test (one process under ctest): about 30 s on two cores (up to 100 s when they are
 // shared), most of it the four steps of the 135M model.
 TEST(SmolLM2Finetune, TrainsTheRepliesAndTheLossFalls) {
   const fs::path dir = test::temp_dir("smollm2_finetune");
-  const fs::path jsonl = dir / "chat.jsonl", data_path = dir / "chat.h5", out = dir / "run";
-  // The run writes 0.5 GB of weights (and a checkpoint of 2.1 GB where one is saved at the
-  // end): never leave them behind.
-  struct RemoveRun {
-    fs::path out;
-    ~RemoveRun() { fs::remove_all(out); }
-  } remove_run{out};
-  std::string gguf;
-  ASSERT_NO_THROW(gguf = smollm2_gguf());
-
-  // 1. Data: generated conversations, prepared with the model's tokenizer and template.
-  const int n = kTrainDocs + kValDocs;
-  test::CommandResult r = test::run_command(
-      fmt::format("'{}' '{}/scripts/make-chat-data.py' '{}' --n {} --seed 11", TEMPER_PYTHON,
-                  TEMPER_SOURCE_DIR, jsonl.string(), n));
-  ASSERT_EQ(r.status, 0) << r.output;
-  r = run_temper(fmt::format("prepare {} --model {} --format chat --out {} --val-fraction {} "
-                             "--seed 5", jsonl.string(), gguf, data_path.string(),
-                             double(kValDocs) / n));
-  ASSERT_EQ(r.status, 0) << r.output;
-  ASSERT_NE(r.output.find(fmt::format("{} documents ({} validation)", n, kValDocs)),
-            std::string::npos) << r.output;
-  ASSERT_NE(r.output.find("chat template smollm2"), std::string::npos) << r.output;
+  const fs::path out = dir / "run";
+  const RemoveAtEnd remove_run{out};
+  ChatData chat;
+  ASSERT_NO_THROW(chat = prepare_chat_data(dir));
+  const std::string& gguf = chat.gguf;
+  const fs::path &jsonl = chat.jsonl, &data_path = chat.h5;
+  test::CommandResult r;
 
   // 2. What is trained: the reply and the end-of-turn token, nothing else.
   const TokenDataset data = read_token_dataset(data_path.string());
@@ -193,6 +213,75 @@ TEST(SmolLM2Finetune, TrainsTheRepliesAndTheLossFalls) {
 
   // OUT/final holds the trained weights (what `temper generate` answers with after).
   EXPECT_NEAR(validation_loss((out / "final").string(), val), after, 1e-4 * after);
+}
+
+// LoRA (r 16 on every linear layer) on SmolLM2 exported as a Hugging Face directory, the
+// recipe users start from. About a minute on two cores, most of it loading the model in
+// transformers three times.
+TEST(SmolLM2Finetune, LoraLowersTheLossAndItsFilesLoadInPeftAndTransformers) {
+  const fs::path dir = test::temp_dir("smollm2_lora");
+  const RemoveAtEnd remove_all{dir};
+  ChatData chat;
+  ASSERT_NO_THROW(chat = prepare_chat_data(dir));
+  // The base as transformers and PEFT load it: the GGUF exported to a model directory
+  // (f32 weights, the GGUF's tokenizer and chat template as tokenizer files).
+  const fs::path base = dir / "base", run = dir / "run", merged = dir / "merged";
+  test::CommandResult r = run_temper(fmt::format("convert {} --out {}", chat.gguf, (dir / "base.h5").string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run_temper(fmt::format("export {} --to hf --out {}", (dir / "base.h5").string(), base.string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+
+  const TokenDataset data = read_token_dataset(chat.h5.string());
+  const std::vector<MicroBatch> val = validation_batches(data);
+  const double before = validation_loss(base.string(), val);
+  r = run_temper(fmt::format(
+      "train {}/configs/recipes/smollm2-chat-lora.yaml model.path={} data.path={} out_dir={} "
+      "seed={} data.packing=false train.steps={} train.micro_batch_size={} train.seq_len={} "
+      "train.eval_every={} train.eval_batches={} train.progress=plain checkpoint.every={}",
+      TEMPER_SOURCE_DIR, base.string(), chat.h5.string(), run.string(), kSeed, kSteps, kRows,
+      kSeqLen, kSteps, kEvalBatches, kSteps));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const Metrics m = read_metrics(run / "metrics.jsonl");
+  ASSERT_EQ(m.val_loss.size(), 1u) << r.output;
+  std::cout << fmt::format("LoRA: validation loss {:.4f} -> {:.4f}\n", before, m.val_loss.back());
+  EXPECT_LT(m.val_loss.back(), 0.7 * before);
+  // final/ is the adapter (PEFT's files), with the base's tokenizer.
+  EXPECT_TRUE(fs::exists(run / "final" / "adapter_model.safetensors"));
+  EXPECT_NEAR(validation_loss((run / "final").string(), val), m.val_loss.back(), 1e-4 * m.val_loss.back());
+
+  r = run_temper(fmt::format("merge {} --out {}", (run / "checkpoints" / "step-00000004.h5").string(),
+                             merged.string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::string question = "What is 47 plus 38?";
+  const fs::path ref_out = dir / "reference.safetensors";
+  r = test::run_command(fmt::format("'{}' '{}/tests/reference/smollm2_lora_reference.py' '{}' '{}' '{}' '{}' '{}'",
+                                    TEMPER_PYTHON, TEMPER_SOURCE_DIR, base.string(), (run / "final").string(),
+                                    merged.string(), question, ref_out.string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const SafetensorsFile ref = read_safetensors(ref_out.string());
+  const std::vector<float> ids_f = ref.at("ids").to_f32();
+  const std::vector<int32_t> ids(ids_f.begin(), ids_f.end());
+
+  // Our logits of the adapter equal PeftModel's; transformers on the merge gives them too.
+  auto cpu = make_backend("cpu");
+  auto adapted = load_model_for_generation((run / "final").string(), *cpu, DType::F32);
+  CachedDecoder decoder(*adapted, int64_t(ids.size()));
+  const std::vector<float> ours = decoder.forward(ids, /*all_positions=*/true);
+  const std::vector<float> peft = ref.at("peft_logits").to_f32();
+  EXPECT_LE(test::rel_error(ours, peft), 1e-4) << "our adapter vs PeftModel";
+  EXPECT_LE(test::rel_error(ref.at("merged_logits").to_f32(), peft), 1e-4) << "merge vs PeftModel";
+
+  // The merged model answers as transformers does, and so does the unmerged adapter.
+  const std::string reply = ref.metadata.at("reply");
+  std::cout << fmt::format("after LoRA, \"{}\" -> \"{}\"\n", question, reply);
+  for (const fs::path& model : {merged, run / "final"}) {
+    r = test::run_command(fmt::format("{{ {}/bin/temper generate {} --chat --prompt '{}' "
+                                      "--max-new-tokens 32 2>/dev/null; }}",
+                                      TEMPER_BINARY_DIR, model.string(), question));
+    ASSERT_EQ(r.status, 0) << r.output;
+    const std::string text = r.output.substr(r.output.find('\n') + 1);
+    EXPECT_EQ(text, reply + "\n") << model;
+  }
 }
 
 }  // namespace
