@@ -21,20 +21,26 @@ build: configure
 demo: build
 	bash scripts/demo.sh $(BUILD)
 
+# ctest, then the skip guard (scripts/check-no-skips.py): a test reported Skipped outside
+# the gpu label fails the target, as a failure would. $(1): extra ctest arguments.
+ctest_guarded = cd $(BUILD) && rm -f ctest-junit.xml && \
+  { ctest --output-on-failure --output-junit ctest-junit.xml $(1); rc=$$?; \
+    python3 $(CURDIR)/scripts/check-no-skips.py . || rc=1; exit $$rc; }
+
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
+	$(call ctest_guarded,-j $(JOBS) --timeout 900)
 
 test-unit: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
+	$(call ctest_guarded,-j $(JOBS) -L unit)
 
 test-reference: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L reference
+	$(call ctest_guarded,-j $(JOBS) -L reference)
 
 test-e2e: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L e2e
+	$(call ctest_guarded,-j $(JOBS) -L e2e)
 
 test-mpi: build
-	cd $(BUILD) && ctest --output-on-failure -L mpi
+	$(call ctest_guarded,-L mpi)
 
 test-gpu: build
 	cd $(BUILD) && ctest --output-on-failure -L gpu

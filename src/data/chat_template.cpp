@@ -122,9 +122,9 @@ void render_llama2(const ChatTemplate& t, std::span<const ChatMessage> messages,
   }
 }
 
-// Mistral v3 (7B-Instruct-v0.3, Nemo): <s>[INST] {user}[/INST] {assistant}</s>, the system
-// message before the last user message. v1 (v0.1, Mixtral-8x7B): [INST] {user} [/INST]{assistant}</s>,
-// no system role.
+// Mistral v3 (7B-Instruct-v0.3): <s>[INST] {user}[/INST] {assistant}</s>, the system message
+// before the last user message. Nemo: <s>[INST]{user}[/INST]{assistant}</s>. v1 (v0.1,
+// Mixtral-8x7B): [INST] {user} [/INST]{assistant}</s>, no system role.
 void render_mistral(const ChatTemplate& t, std::span<const ChatMessage> messages, SpanWriter& w) {
   size_t first = check_alternation(t, messages, !t.mistral_v1);
   size_t last_user = first;
@@ -140,9 +140,9 @@ void render_mistral(const ChatTemplate& t, std::span<const ChatMessage> messages
         const bool with_system = first == 1 && i == last_user &&
                                  (!t.system_only_when_last || i + 1 == messages.size());
         std::string system = with_system ? messages[0].content + "\n\n" : "";
-        w.add("[INST] " + system + c + "[/INST]", false);
+        w.add((t.mistral_tight ? "[INST]" : "[INST] ") + system + c + "[/INST]", false);
       }
-    } else if (t.mistral_v1) {
+    } else if (t.mistral_v1 || t.mistral_tight) {
       w.add(c + "</s>", true);
     } else {
       w.add(" ", false);
@@ -277,6 +277,7 @@ ChatTemplate chat_template_by_name(std::string_view name) {
     t.bos_text = "<s>";
     t.mistral_v1 = name == "mistral-v1";
     t.system_only_when_last = name == "mistral-nemo";
+    t.mistral_tight = name == "mistral-nemo";
   } else if (name == "gemma" || name == "gemma3") {
     t.format = ChatFormat::Gemma;
     t.bos_text = "<bos>";
@@ -328,9 +329,15 @@ ChatTemplate detect_chat_template(std::string_view text, const std::string& sour
     // v1 writes ' [/INST]' and has no system role; v3 writes '[/INST]' right after the text.
     if (literal(" [/INST]") && literal("[INST] ") && !contains(text, "system_message"))
       return chat_template_by_name("mistral-v1");
-    if (literal("[/INST]") && contains(text, "[INST] ") && !literal(" [INST] "))
-      return chat_template_by_name(contains(text, "loop.last and system_message") ? "mistral-nemo"
-                                                                                 : "mistral");
+    const bool only_when_last = contains(text, "loop.last and system_message");
+    // Nemo's published text writes "[INST]" + user + "[/INST]" with no spaces at all.
+    if (literal("[INST]") && literal("[/INST]") && !contains(text, "[INST] ") && only_when_last)
+      return chat_template_by_name("mistral-nemo");
+    if (literal("[/INST]") && contains(text, "[INST] ") && !literal(" [INST] ")) {
+      ChatTemplate t = chat_template_by_name("mistral");
+      t.system_only_when_last = only_when_last;  // v3's later `loop.last` revision
+      return t;
+    }
     unknown_template(source, "an [INST] chat template of an unknown Mistral variant");
   }
   unknown_template(source, "unrecognised chat template (no ChatML, Llama 2/3, Mistral or Gemma "

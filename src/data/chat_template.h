@@ -8,8 +8,10 @@
 //   llama3   <|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>
 //   llama2   <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s>
 //   mistral  <s>[INST] {user}[/INST] {assistant}</s> (v3; the system message goes before the
-//            last user message; mistral-nemo: only when that message ends the conversation);
-//            mistral-v1: [INST] {user} [/INST]{assistant}</s>, no system
+//            last user message); mistral-nemo (Mistral-Nemo-Instruct-2407's published text):
+//            <s>[INST]{user}[/INST]{assistant}</s>, the system message only when that last
+//            user message ends the conversation; mistral-v1: [INST] {user} [/INST]{assistant}</s>,
+//            no system
 //   gemma    <bos><start_of_turn>user\n{content}<end_of_turn>\n<start_of_turn>model\n...
 //            (Gemma 1/2: a system message is an error, as in their template; gemma3 puts
 //            it before the first user turn)
@@ -49,10 +51,13 @@ struct ChatTemplate {
   // system role. Otherwise v3 (v0.3, Nemo): "[INST] u[/INST] a</s>", the system message
   // before the last user message.
   bool mistral_v1 = false;
-  // Mistral Nemo's published template (`loop.last and system_message`): the system message
+  // `loop.last and system_message` (Mistral Nemo, later v3 revisions): the system message
   // is written only when that last user message ends the conversation, so a conversation
   // ending with an answer loses it, exactly as transformers renders it.
   bool system_only_when_last = false;
+  // Mistral Nemo's published template (Tekken tokenizer): "[INST]" + user + "[/INST]" and the
+  // answer as it is + "</s>", with no spaces added and nothing stripped.
+  bool mistral_tight = false;
   // Gemma 3 puts a system message before the first user turn; Gemma 1/2 reject it.
   bool system_in_first_user = false;
 };

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <string_view>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -269,6 +270,11 @@ NonfiniteInjection nonfinite_injection_from_env() {
   const char* v = std::getenv("TEMPER_TEST_NONFINITE");
   if (!v || !*v) return {};
   return parse_nonfinite_injection(v);
+}
+
+bool loss_scale_forced_for_test() {
+  const char* v = std::getenv("TEMPER_TEST_LOSS_SCALE");
+  return v && std::string_view(v) == "1";
 }
 
 void test_kill_point(const char* phase, int64_t step) {

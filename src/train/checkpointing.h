@@ -95,6 +95,12 @@ struct NonfiniteInjection {
 NonfiniteInjection parse_nonfinite_injection(const std::string& text);
 NonfiniteInjection nonfinite_injection_from_env();
 
+// Test-only: TEMPER_TEST_LOSS_SCALE=1 gives the run a dynamic loss scale whatever the
+// model dtype (normally f16 only), so the CPU f32 backend exercises the trainer's loss-scale
+// path: scaled backward, overflow skip and halving (with TEMPER_TEST_NONFINITE), growth,
+// and its save to and restore from checkpoints. A power-of-two scale changes no f32 result.
+bool loss_scale_forced_for_test();
+
 // Test-only: TEMPER_TEST_KILL_IN_SAVE=PHASE@STEP makes the process SIGKILL itself at that
 // point of the save of step STEP (temp-written, renamed, pointer-temp-written,
 // pointer-moved, pruned-one), so the crash-safety test reaches every window between the

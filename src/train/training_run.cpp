@@ -13,6 +13,7 @@
 #include "io/gguf_model.h"
 #include "io/hf_model.h"
 #include "peft/adapter_files.h"
+#include "train/checkpointing.h"
 #include "train/trainer.h"
 #ifdef TEMPER_HAVE_NCCL
 #include "kernels/cuda/cuda_backend.h"
@@ -189,8 +190,8 @@ void set_up_model(TrainingRun& run, bool load_weights) {
 
   StepOptions& so = run.step_options;
   so.tp = &run.tp;
-  // f16 needs loss scaling to keep small gradients; bf16 and f32 do not.
-  if (run.dtype == DType::F16)
+  // f16 needs loss scaling to keep small gradients; bf16 and f32 do not (tests may force it).
+  if (run.dtype == DType::F16 || loss_scale_forced_for_test())
     run.loss_scale = std::make_unique<DynamicLossScale>(c.optim.loss_scale_init, c.optim.loss_scale_window);
   so.loss_scale = run.loss_scale.get();
   if (place.dp_size() > 1) {

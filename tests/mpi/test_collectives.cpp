@@ -3,6 +3,7 @@
 // Runs on every rank of temper_mpi_tests (1, 2 or 4 ranks).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -203,9 +204,38 @@ TEST_F(MpiCollectives, UnwaitedWorkCompletesInItsDestructor) {
   EXPECT_EQ(x[1], float(size));
 }
 
-TEST_F(MpiCollectives, Barrier) {
-  world.barrier();
-  world.barrier();
+// No rank leaves a barrier before every rank has arrived. Rank r arrives r × 50 ms late
+// (rotated in the second round, so the last to arrive changes); each rank notes its
+// arrival and departure on CLOCK_MONOTONIC (std::steady_clock: one clock for every process
+// of this host, where mpirun runs all ranks of this test) and the times are exchanged after
+// the barrier: the earliest departure must not precede the latest arrival.
+TEST_F(MpiCollectives, BarrierWaitsForEveryRank) {
+  auto now_ns = [] {
+    return int64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::steady_clock::now().time_since_epoch())
+                       .count());
+  };
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(round);
+    const int late = (rank + round) % size;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50 * late));
+    int64_t mine[2];
+    mine[0] = now_ns();
+    world.barrier();
+    mine[1] = now_ns();
+    std::vector<int64_t> all(size_t(2 * size));
+    world.all_gather(Tensor(all.data(), DType::U8, {int64_t(all.size() * 8)}),
+                     Tensor(mine, DType::U8, {16}));
+    int64_t last_arrival = all[0], first_departure = all[1];
+    for (int r = 0; r < size; ++r) {
+      last_arrival = std::max(last_arrival, all[size_t(2 * r)]);
+      first_departure = std::min(first_departure, all[size_t(2 * r + 1)]);
+      EXPECT_GE(all[size_t(2 * r + 1)], all[size_t(2 * r)]) << "rank " << r;
+    }
+    EXPECT_GE(first_departure, last_arrival)
+        << "a rank left the barrier " << (last_arrival - first_departure) / 1000
+        << " us before the last rank arrived";
+  }
 }
 
 // ---- byte counters -----------------------------------------------------------------

@@ -10,9 +10,12 @@
 #      on node 0 (host node-a) and ranks 2,3 on node 1 (host node-b), local ranks 0,1 on
 #      each node;
 #  (b) `temper train` tiny.yaml, 5 steps, 4 ranks x grad_accum 1, against one process on
-#      the host with grad_accum 4 (the same global batch): the five losses must agree
-#      within 1e-5 relative (fp32 reduction-order noise; a wrong data shard or a missing
-#      gradient reduction moves them by ~1e-2).
+#      the host with grad_accum 4 (the same global batch), both without clipping
+#      (optim.grad_clip=0): the five losses must agree within 1e-5 relative (fp32
+#      reduction-order noise; a wrong data shard or a missing gradient reduction moves them
+#      by ~1e-2) and the five gradient norms within 2e-7 (the bound of the invariance tests,
+#      kLayoutGradNormBound: a wrong gradient scale over the ranks moves them by a factor,
+#      which losses do not show).
 # The namespaces are removed at the end, also on failure or interruption. Not being
 # root, or namespaces not being permitted, is a FAIL (with the reason), not a skip.
 set -uo pipefail
@@ -20,7 +23,7 @@ set -uo pipefail
 [ $# -eq 3 ] || { echo "usage: $0 TEMPER_BIN PRINT_PROCESS_BIN SOURCE_DIR" >&2; exit 2; }
 temper=$1 print_process=$2 src=$3
 two_node=$src/cluster/netns/two-node.sh
-bound=1e-5
+bound=1e-5 grad_norm_bound=2e-7
 
 fail() { echo "FAIL: netns.two_node: $*" >&2; exit 1; }
 
@@ -63,7 +66,7 @@ echo "ok: ranks 0,1 on node-a (node 0), 2,3 on node-b (node 1), local ranks 0,1 
 
 # --- (b) the same losses as one process ---------------------------------------------
 train_args=("$src/configs/recipes/tiny.yaml" train.steps=5 train.eval_every=0
-            train.progress=plain parallel.timeout_s=120)
+            train.progress=plain parallel.timeout_s=120 optim.grad_clip=0)
 echo "== (b) temper train: 4 ranks over two nodes (grad_accum 1)"
 rx_b() { ip netns exec temper-node-b cat /sys/class/net/tn-b/statistics/rx_bytes; }
 rx0=$(rx_b)
@@ -80,24 +83,31 @@ OMP_NUM_THREADS=1 timeout -k 5 90 "$temper" train "${train_args[@]}" \
 rc=$?
 [ $rc -eq 0 ] || fail "temper train on one process exited with $rc"
 
-# metrics.jsonl: one JSON object per step with "step" and "loss".
-losses() {
-  sed -n 's/.*"loss":[[:space:]]*\([-+0-9.eE]*\).*/\1/p' "$1"
+# metrics.jsonl: one JSON object per step with "step", "loss" and "grad_norm".
+values() {  # KEY FILE: that number of every line
+  sed -n "s/.*\"$1\":[[:space:]]*\([-+0-9.eE]*\).*/\1/p" "$2"
 }
 [ -s "$work/two_node/metrics.jsonl" ] || fail "no $work/two_node/metrics.jsonl"
 [ -s "$work/one/metrics.jsonl" ] || fail "no $work/one/metrics.jsonl"
-report=$(paste <(losses "$work/one/metrics.jsonl") <(losses "$work/two_node/metrics.jsonl") |
-  awk -v bound="$bound" '
-    function abs(x) { return x < 0 ? -x : x }
-    { n++; d = abs($2 - $1); r = d / (abs($1) > 1e-30 ? abs($1) : 1e-30)
-      if (r > worst) worst = r
-      if ($1 == "" || $2 == "") missing = 1
-      printf "step %d: one node %.9f, two nodes %.9f, rel diff %.2e\n", n, $1, $2, r }
-    END { printf "worst rel diff %.2e (bound %s)\n", worst, bound
-          if (n != 5 || missing) { print "expected 5 losses from each run"; exit 1 }
-          exit worst <= bound ? 0 : 1 }')
+compare() {  # KEY BOUND: one line per step, then the worst relative difference; exit 1 past BOUND
+  paste <(values "$1" "$work/one/metrics.jsonl") <(values "$1" "$work/two_node/metrics.jsonl") |
+    awk -v key="$1" -v bound="$2" '
+      function abs(x) { return x < 0 ? -x : x }
+      { n++; d = abs($2 - $1); r = d / (abs($1) > 1e-30 ? abs($1) : 1e-30)
+        if (r > worst) worst = r
+        if ($1 == "" || $2 == "") missing = 1
+        printf "step %d %s: one node %.9g, two nodes %.9g, rel diff %.2e\n", n, key, $1, $2, r }
+      END { printf "%s: worst rel diff %.2e (bound %s)\n", key, worst, bound
+            if (n != 5 || missing) { print "expected 5 values from each run"; exit 1 }
+            exit worst <= bound ? 0 : 1 }'
+}
+report=$(compare loss "$bound")
 rc=$?
 echo "$report"
 [ $rc -eq 0 ] || fail "losses of the two-node run differ from one process"
+report=$(compare grad_norm "$grad_norm_bound")
+rc=$?
+echo "$report"
+[ $rc -eq 0 ] || fail "gradient norms of the two-node run differ from one process"
 echo "PASS: netns.two_node: node/local-rank detection over two namespaces, and 4 ranks on" \
-     "two nodes give one process's losses"
+     "two nodes give one process's losses and gradient norms"

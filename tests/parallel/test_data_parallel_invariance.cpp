@@ -1,24 +1,30 @@
 // Parallel invariance through the real launcher: the same global batch split over 1, 2 or
-// 4 ranks as data parallelism (with accumulation, tiny gradient buckets, ZeRO-1) and as
+// 4 ranks as data parallelism (with accumulation, tiny gradient buckets, ZeRO-1/2) and as
 // tensor parallelism (tp = 2, alone and with dp = 2) gives the same five-step loss
-// trajectory and the same final parameters (gathered to full tensors) as one process,
-// within fp32 reduction-order noise (bound below). Runs `mpirun --oversubscribe temper`.
+// trajectory, the same gradient norm at every step and the same final parameters (gathered
+// to full tensors) as one process, within fp32 reduction-order noise (bounds below). One set
+// of layouts runs without clipping (optim.grad_clip=0). Runs `mpirun --oversubscribe temper`.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
+#include "e2e/checkpoint_test_util.h"
 #include "io/safetensors.h"
 #include "support/test_util.h"
 
 namespace temper {
 namespace {
 
-// Sums in another order differ by a few ulps per reduction; over five AdamW steps the
-// parameters drift by a few 1e-7 relative. 1e-5 leaves room and still fails on any
-// real difference (a wrong shard of data or a missing reduction moves them by ~1e-2).
+// Losses and parameters: sums in another order differ by a few ulps per reduction; over five
+// AdamW steps the parameters drift by a few 1e-7 relative. 1e-5 leaves room and still fails
+// on a wrong shard of data or a missing reduction (~1e-2). It does not catch a wrong uniform
+// gradient scale: clipping rescales the gradient and AdamW is scale-invariant, so a planted
+// `grad_scale /= dp` moved them by only 8.65e-6.
 constexpr double kBound = 1e-5;
+// Gradient norms, every step: what the step computed before clipping and AdamW hide any
+// scale. Bound: test::kLayoutGradNormBound; the largest difference each layout shows is
+// printed (measured noise: see that constant).
+constexpr double kGradNormBound = test::kLayoutGradNormBound;
 
 struct Layout {
   int ranks, accum;
@@ -27,42 +33,44 @@ struct Layout {
   int tp = 1;
 };
 
-std::string run_layout(const Layout& l, const std::string& tag) {
+std::string run_layout(const Layout& l, const std::string& tag, const std::string& extra = "") {
   auto dir = test::temp_dir("dp_" + tag);
   std::string cmd = fmt::format(
       "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
       "timeout 300 mpirun -np {} --oversubscribe --bind-to none {}/bin/temper train "
       "{}/configs/recipes/tiny.yaml out_dir={} train.steps=5 train.grad_accum={} "
       "train.eval_every=0 train.progress=plain parallel.bucket_mb={} parallel.zero={} "
-      "parallel.tp={} parallel.timeout_s=120",
+      "parallel.tp={} parallel.timeout_s=120 {}",
       l.ranks, TEMPER_BINARY_DIR, TEMPER_SOURCE_DIR, dir.string(), l.accum, l.bucket_mb, l.zero,
-      l.tp);
+      l.tp, extra);
   const test::CommandResult r = test::run_command(cmd);
   EXPECT_EQ(r.status, 0) << r.output;
   return dir.string();
 }
 
-std::vector<nlohmann::json> metric_lines(const std::string& dir) {
-  std::vector<nlohmann::json> v;
-  std::ifstream in(dir + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) v.push_back(nlohmann::json::parse(line));
+std::vector<float> losses(const std::string& dir) {
+  std::vector<float> v;
+  for (auto& j : test::metric_lines(dir)) v.push_back(float(j["loss"].get<double>()));
   return v;
 }
 
-std::vector<float> losses(const std::string& dir) {
-  std::vector<float> v;
-  for (auto& j : metric_lines(dir)) v.push_back(float(j["loss"].get<double>()));
-  return v;
+// Losses, per-step gradient norms and final parameters of `dir` against the reference run.
+void expect_matches(const std::string& dir, const std::string& ref, const std::string& tag) {
+  EXPECT_LE(test::rel_error(losses(dir), losses(ref)), kBound) << tag << " losses";
+  const double worst = test::expect_grad_norms_close(dir, ref, 1, 5, kGradNormBound, tag);
+  std::printf("[ %s ] grad_norm: largest relative difference over 5 steps %.2e (bound %.0e)\n",
+              tag.c_str(), worst, kGradNormBound);
+  SafetensorsFile ref_model = read_safetensors(ref + "/final/model.safetensors");
+  SafetensorsFile model = read_safetensors(dir + "/final/model.safetensors");
+  ASSERT_EQ(model.tensors.size(), ref_model.tensors.size()) << tag;
+  for (const auto& [name, t] : ref_model.tensors)
+    EXPECT_LE(test::rel_error(model.at(name).to_f32(), t.to_f32()), kBound) << tag << " " << name;
 }
 
 TEST(DataParallel, LayoutsMatchOneProcess) {
   // Global batch: 4 micro-batches of 4 rows per step in every layout.
-  const Layout one{1, 4, 25.0};
-  const std::string ref = run_layout(one, "1x4");
-  const std::vector<float> ref_losses = losses(ref);
-  ASSERT_EQ(ref_losses.size(), 5u);
-  SafetensorsFile ref_model = read_safetensors(ref + "/final/model.safetensors");
+  const std::string ref = run_layout(Layout{1, 4, 25.0}, "1x4");
+  ASSERT_EQ(losses(ref).size(), 5u);
   for (const auto& [layout, tag] : {std::pair{Layout{2, 2, 25.0}, "2x2"},
                                     std::pair{Layout{4, 1, 25.0}, "4x1"},
                                     std::pair{Layout{2, 2, 0.01}, "2x2_small_buckets"},
@@ -76,12 +84,22 @@ TEST(DataParallel, LayoutsMatchOneProcess) {
                                     std::pair{Layout{4, 1, 25.0, 2}, "4x1_zero2"},
                                     std::pair{Layout{4, 2, 25.0, 2, 2}, "tp2_dp2_zero2"}}) {
     SCOPED_TRACE(tag);
-    const std::string dir = run_layout(layout, tag);
-    EXPECT_LE(test::rel_error(losses(dir), ref_losses), kBound) << tag << " losses";
-    SafetensorsFile model = read_safetensors(dir + "/final/model.safetensors");
-    ASSERT_EQ(model.tensors.size(), ref_model.tensors.size()) << tag;
-    for (const auto& [name, t] : ref_model.tensors)
-      EXPECT_LE(test::rel_error(model.at(name).to_f32(), t.to_f32()), kBound) << tag << " " << name;
+    expect_matches(run_layout(layout, tag), ref, tag);
+  }
+}
+
+// Without clipping every update uses the reduced gradient as it is: the path where a wrong
+// scale reaches AdamW unchanged (and where AdamW's scale invariance hides it from the
+// parameters, so the gradient norms are what catches it).
+TEST(DataParallel, UnclippedLayoutsMatchOneProcess) {
+  const std::string noclip = "optim.grad_clip=0";
+  const std::string ref = run_layout(Layout{1, 4, 25.0}, "noclip_1x4", noclip);
+  ASSERT_EQ(losses(ref).size(), 5u);
+  for (const auto& [layout, tag] : {std::pair{Layout{2, 2, 0.01}, "noclip_2x2_small_buckets"},
+                                    std::pair{Layout{4, 1, 25.0, 1}, "noclip_4x1_zero1"},
+                                    std::pair{Layout{4, 2, 25.0, 2, 2}, "noclip_tp2_dp2_zero2"}}) {
+    SCOPED_TRACE(tag);
+    expect_matches(run_layout(layout, tag, noclip), ref, tag);
   }
 }
 
@@ -89,13 +107,9 @@ TEST(DataParallel, LayoutsMatchOneProcess) {
 // accumulating 6 micro-batches against 2 ranks × 3, with ZeRO 0, 1 and 2.
 TEST(DataParallel, AccumulationThreeMatchesOneProcess) {
   const std::string ref = run_layout(Layout{1, 6, 25.0}, "1x6");
-  SafetensorsFile ref_model = read_safetensors(ref + "/final/model.safetensors");
   for (int zero : {0, 1, 2}) {
-    const std::string dir = run_layout(Layout{2, 3, 25.0, zero}, fmt::format("2x3_zero{}", zero));
-    EXPECT_LE(test::rel_error(losses(dir), losses(ref)), kBound) << "zero " << zero;
-    SafetensorsFile model = read_safetensors(dir + "/final/model.safetensors");
-    for (const auto& [name, t] : ref_model.tensors)
-      EXPECT_LE(test::rel_error(model.at(name).to_f32(), t.to_f32()), kBound) << zero << " " << name;
+    const std::string tag = fmt::format("2x3_zero{}", zero);
+    expect_matches(run_layout(Layout{2, 3, 25.0, zero}, tag), ref, tag);
   }
 }
 
@@ -131,7 +145,7 @@ TEST(DataParallel, BytesMovedPerStepAreTwoPsi) {
     const int64_t dp = layout.ranks;
     const int64_t psi_elems = layout.zero ? (numel + dp - 1) / dp * dp : numel;
     const uint64_t two_psi = uint64_t(2 * psi_elems * 4);
-    auto lines = metric_lines(dir);
+    auto lines = test::metric_lines(dir);
     ASSERT_EQ(lines.size(), 5u) << tag;
     // ZeRO-2 pads each of its groups (final norm, 2 blocks, embedding of the tiny model).
     const uint64_t group_padding = layout.zero == 2 ? uint64_t(2 * 4 * (dp - 1) * 4) : 0;

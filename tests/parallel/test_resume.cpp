@@ -5,7 +5,8 @@
 //    (one process, data parallel with ZeRO-2 and accumulation, tp × dp with ZeRO-2);
 //  - at another layout (1 <-> 2 <-> 4 ranks, tp 1 <-> 2, ZeRO 0 <-> 2) gives the
 //    one-process run's losses and parameters within the fp32 bound of the invariance
-//    tests (test_data_parallel_invariance.cpp): the checkpoint is resharded on load.
+//    tests (test_data_parallel_invariance.cpp), and its gradient norm at every step
+//    within test::kLayoutGradNormBound: the checkpoint is resharded on load.
 #include <gtest/gtest.h>
 
 #include "e2e/checkpoint_test_util.h"
@@ -67,6 +68,7 @@ TEST(Resume, SameLayoutIsBitExact) {
     const auto got = test::step_losses(resumed);
     ASSERT_EQ(got.size(), 3u);
     test::expect_same_losses(got, test::step_losses(full), 4, 6, l.tag);
+    test::expect_grad_norms_close(resumed, full, 4, 6, 0.0, l.tag);  // bit for bit
     EXPECT_TRUE(test::file_bytes(resumed / "final" / "model.safetensors") ==
                 test::file_bytes(full / "final" / "model.safetensors"))
         << l.tag << ": final models differ";
@@ -98,6 +100,8 @@ TEST(Resume, OtherLayoutsReshardOnLoad) {
     const std::vector<float> got = losses_from(dir, 4);
     ASSERT_EQ(got.size(), 3u) << what;
     EXPECT_LE(test::rel_error(got, ref_losses), kBound) << what << " losses";
+    const double worst = test::expect_grad_norms_close(dir, ref, 4, 6, test::kLayoutGradNormBound, what);
+    std::printf("[ %s ] grad_norm: largest relative difference %.2e\n", what.c_str(), worst);
     expect_models_close(dir, ref, what);
   }
 }

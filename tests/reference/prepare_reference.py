@@ -40,6 +40,23 @@ def smollm2_gguf():
     return os.path.join(os.path.dirname(spec.origin), "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
+def gguf_bos_eos(path):
+    """(BOS id when the tokenizer adds one else None, EOS id) from a GGUF's tokenizer
+    metadata, read with the gguf package: tokenizer.ggml.add_bos_token, bos_token_id,
+    eos_token_id. (transformers 4.46.3's GGUF tokenizer reports SmolLM2's EOS as id 1,
+    <|im_start|>, although the file says 2, <|im_end|>; so its eos_token_id is not used.)"""
+    import gguf
+    fields = gguf.GGUFReader(path).fields
+
+    def value(key):
+        f = fields.get("tokenizer.ggml." + key)
+        return None if f is None else f.parts[f.data[0]][0].item()
+
+    eos = value("eos_token_id")
+    assert eos is not None, f"{path}: no tokenizer.ggml.eos_token_id"
+    return (value("bos_token_id") if value("add_bos_token") else None), eos
+
+
 def make_conversations(rng, n):
     words = ("the model learns to answer short questions about numbers colours and places "
              "Größe 中文 🚀 naïve café x=1; y = [2, 3] {'k': 4}").split()
@@ -202,18 +219,20 @@ def main(out, tiny_only):
     smol.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True),
          pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tiny = PreTrainedTokenizerFast.from_pretrained(result["tiny"])
     models = [
-        ("smollm2", gguf_path, smol, False, "<|im_end|>", None, 2),  # GGUF: no BOS added, EOS 2
-        ("tiny", result["tiny"], PreTrainedTokenizerFast.from_pretrained(result["tiny"]),
-         False, "<|im_end|>", None, None),
+        # BOS / EOS from each model's tokenizer files, not constants: EOS always, BOS only
+        # where the tokenizer adds one (the GGUF's metadata; transformers' GGUF tokenizer
+        # would prepend BOS regardless, see smollm2_reference.py).
+        ("smollm2", gguf_path, smol, False, "<|im_end|>", *gguf_bos_eos(gguf_path)),
+        ("tiny", result["tiny"], tiny, False, "<|im_end|>", None, tiny.eos_token_id),
     ]
     sp = sp_model(out)
     sp_tok = AutoTokenizer.from_pretrained(sp, legacy=True)
     models.append(("sp", sp, sp_tok, True, "</s>", sp_tok.bos_token_id, sp_tok.eos_token_id))
 
     for name, model, tok, inst, eot, bos, eos in models:
-        if eos is None:
-            eos = tok.convert_tokens_to_ids(eot)
+        assert eos is not None, f"{name}: the tokenizer has no EOS token"
         formats = ["chat", "sharegpt", "alpaca", "text"] if name != "tiny" else ["chat"]
         if name == "sp":
             formats = ["chat", "text"]

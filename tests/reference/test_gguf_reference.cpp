@@ -18,16 +18,30 @@
 namespace temper {
 namespace {
 
+// The script runs once per process; its failure fails every test (in SetUp, not in
+// SetUpTestSuite, where gtest would report the tests as skipped).
+struct ScriptRun {
+  std::string dir, error;
+};
+const ScriptRun& script_run() {
+  static const ScriptRun run = [] {
+    ScriptRun r{test::temp_dir("gguf_reference").string(), ""};
+    std::string out;
+    if (test::run_python("reference/gguf_reference.py", {r.dir}, &out) != 0)
+      r.error = "gguf_reference.py failed:\n" + out;
+    return r;
+  }();
+  return run;
+}
+
 class GgufReference : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = test::temp_dir("gguf_reference").string();
-    std::string out;
-    ASSERT_EQ(test::run_python("reference/gguf_reference.py", {dir_}, &out), 0) << out;
+  void SetUp() override {
+    ASSERT_EQ(script_run().error, "");
+    dir_ = script_run().dir;
   }
-  static std::string dir_;
+  std::string dir_;
 };
-std::string GgufReference::dir_;
 
 void expect_same(const std::vector<float>& ours, const std::vector<float>& ref,
                  const std::string& what) {
