@@ -43,20 +43,6 @@ ModelConfig base_config() {
   return c;
 }
 
-// Two rows of 12 tokens with five documents of uneven length, one split across rows,
-// and a few masked targets (as an instruction prompt would be).
-MicroBatch make_batch(int64_t vocab, uint64_t seed) {
-  Rng rng(rng_stream(seed, RngPurpose::Test, 7));
-  BatchBuilder b(2, 12, 0);
-  for (int len : {5, 9, 3, 4, 3}) {
-    std::vector<int32_t> tokens(len);
-    for (auto& t : tokens) t = int32_t(rng.below(uint64_t(vocab)));
-    Document d = causal_document(tokens);
-    if (len == 9) d.targets[0] = d.targets[1] = kIgnoreIndex;
-    b.add_document(d.tokens, d.targets);
-  }
-  return b.finish();
-}
 
 // The largest relative error check_close saw in this test (printed at its end).
 double& worst_error() {
@@ -79,7 +65,7 @@ void run_reference(const std::string& name, ModelConfig config, double max_grad_
   // Matrices N(0, 0.2), norm weights 1 + N(0, 0.1), biases N(0, 0.1).
   test::randomize_parameters(model.params(), *cpu, 42, 0.2f, 0.1f, 0.1f);
   const ModelConfig& c = model.config();
-  MicroBatch batch = make_batch(c.vocab_size, 3);
+  MicroBatch batch = test::packed_batch(c.vocab_size, 3);
   ASSERT_GT(batch.cu_seqlens.size(), 5u) << "the batch should hold several documents";
 
   const float lr = 1e-2f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, wd = 0.1f;

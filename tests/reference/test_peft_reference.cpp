@@ -62,18 +62,6 @@ PeftSpec spec_of(const std::string& variant, const ModelConfig& c) {
   return s;
 }
 
-MicroBatch make_batch(int64_t vocab, uint64_t seed) {
-  Rng rng(rng_stream(seed, RngPurpose::Test, 7));
-  BatchBuilder b(2, 12, 0);
-  for (int len : {5, 9, 3, 4, 3}) {
-    std::vector<int32_t> tokens(len);
-    for (auto& t : tokens) t = int32_t(rng.below(uint64_t(vocab)));
-    Document d = causal_document(tokens);
-    if (len == 9) d.targets[0] = d.targets[1] = kIgnoreIndex;
-    b.add_document(d.tokens, d.targets);
-  }
-  return b.finish();
-}
 
 void add_batch(SafetensorsFile& f, int k, const MicroBatch& b) {
   const std::string p = fmt::format("batch.{}.", k);
@@ -150,7 +138,7 @@ TEST_P(PeftReference, OutputsGradientsAndTrainingEqualPeft) {
   const ModelConfig c = tiny(type);
   const PeftSpec spec = spec_of(variant, c);
   std::unique_ptr<Transformer> m = adapted_model(*cpu, c, spec);
-  const std::vector<MicroBatch> batches = {make_batch(c.vocab_size, 3), make_batch(c.vocab_size, 4)};
+  const std::vector<MicroBatch> batches = {test::packed_batch(c.vocab_size, 3), test::packed_batch(c.vocab_size, 4)};
   const float lr = 1e-2f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, wd = 0.1f;
   const double max_norm = type == "qwen2" ? 0.5 : 0.0;  // clipping active on one of them
   const bool dropout = spec.lora.dropout > 0;
@@ -224,32 +212,46 @@ INSTANTIATE_TEST_SUITE_P(
                       std::pair{std::string("qwen2"), std::string("dora_dropout")}),
     [](const auto& info) { return info.param.first + "_" + info.param.second; });
 
-// Writes the base model and a batch; returns the directory.
-std::string base_and_batch(Transformer& m, const std::string& name, const PeftSpec& spec) {
-  const std::string dir = test::temp_dir(name).string();
-  save_hf_model(m, dir + "/base");
+// A files case: an adapted model whose base is written as a Hugging Face directory
+// (DIR/base) with a batch for the reference (DIR/in.safetensors).
+struct FilesCase {
+  ModelConfig config;
+  PeftSpec spec;
+  std::unique_ptr<Transformer> model;
+  std::string dir;
+  MicroBatch batch;
+};
+
+FilesCase files_case(Backend& cpu, const std::string& type, const std::string& variant,
+                     const std::string& name) {
+  FilesCase f;
+  f.config = tiny(type);
+  f.spec = spec_of(variant, f.config);
+  f.model = adapted_model(cpu, f.config, f.spec);
+  f.dir = test::temp_dir(name + "_" + type).string();
+  f.batch = test::packed_batch(f.config.vocab_size, 5);
+  save_hf_model(*f.model, f.dir + "/base");
   SafetensorsFile in;
-  in.metadata = {{"peft", json_of(spec)}};
-  add_batch(in, 0, make_batch(m.config().vocab_size, 5));
-  write_safetensors(dir + "/in.safetensors", in);
-  return dir;
+  in.metadata = {{"peft", json_of(f.spec)}};
+  add_batch(in, 0, f.batch);
+  write_safetensors(f.dir + "/in.safetensors", in);
+  return f;
 }
+
+const std::pair<const char*, const char*> kFilesCases[] = {{"llama", "dora"}, {"qwen2", "lora"}};
 
 TEST(PeftFiles, PeftLoadsOurAdapterAndWeLoadPeftsAdapter) {
   auto cpu = make_backend("cpu");
-  for (const auto& [type, variant] : {std::pair{"llama", "dora"}, std::pair{"qwen2", "lora"}}) {
+  for (const auto& [type, variant] : kFilesCases) {
     SCOPED_TRACE(std::string(type) + " " + variant);
-    const ModelConfig c = tiny(type);
-    const PeftSpec spec = spec_of(variant, c);
-    std::unique_ptr<Transformer> m = adapted_model(*cpu, c, spec);
-    const std::string dir = base_and_batch(*m, std::string("peft_files_") + type, spec);
-    const MicroBatch b = make_batch(c.vocab_size, 5);
+    FilesCase f = files_case(*cpu, type, variant, "peft_files");
+    const std::string& dir = f.dir;
 
     // Ours into PEFT.
-    save_peft_adapter(*m, dir + "/ours", dir + "/base");
+    save_peft_adapter(*f.model, dir + "/ours", dir + "/base");
     const std::vector<float> peft_logits =
         run_reference({"load", dir + "/base", dir + "/ours", dir + "/in.safetensors"}, dir, "logits");
-    check_close(m->logits(b), peft_logits, kFp32Bound, "PeftModel on our adapter");
+    check_close(f.model->logits(f.batch), peft_logits, kFp32Bound, "PeftModel on our adapter");
 
     // PEFT's into ours, as model.adapter and generate --adapter read it.
     const std::vector<float> saved_logits =
@@ -257,25 +259,23 @@ TEST(PeftFiles, PeftLoadsOurAdapterAndWeLoadPeftsAdapter) {
     const PeftAdapter adapter = read_peft_adapter(dir + "/theirs");
     PeftSpec theirs;
     adopt_adapter_structure(theirs, adapter);
-    EXPECT_EQ(theirs.lora.dora, spec.lora.dora);
-    Transformer loaded(c, *cpu, DType::F32, 1, {}, false, theirs);
+    EXPECT_EQ(theirs.lora.dora, f.spec.lora.dora);
+    Transformer loaded(f.config, *cpu, DType::F32, 1, {}, false, theirs);
     load_hf_weights(loaded, dir + "/base");
     load_peft_adapter(loaded, adapter);
-    check_close(loaded.logits(b), saved_logits, kFp32Bound, "our model on PEFT's adapter");
+    check_close(loaded.logits(f.batch), saved_logits, kFp32Bound, "our model on PEFT's adapter");
   }
 }
 
 TEST(PeftFiles, MergedModelGivesTheUnmergedPeftModelsLogits) {
   auto cpu = make_backend("cpu");
-  for (const auto& [type, variant] : {std::pair{"llama", "dora"}, std::pair{"qwen2", "lora"}}) {
+  for (const auto& [type, variant] : kFilesCases) {
     SCOPED_TRACE(std::string(type) + " " + variant);
-    const ModelConfig c = tiny(type);
-    const PeftSpec spec = spec_of(variant, c);
-    std::unique_ptr<Transformer> m = adapted_model(*cpu, c, spec);
-    const std::string dir = base_and_batch(*m, std::string("peft_merge_") + type, spec);
-    save_peft_adapter(*m, dir + "/adapter", dir + "/base");
-    Transformer plain(c, *cpu, DType::F32, 1, {}, false);
-    merge_adapters(*m, plain);
+    FilesCase f = files_case(*cpu, type, variant, "peft_merge");
+    const std::string& dir = f.dir;
+    save_peft_adapter(*f.model, dir + "/adapter", dir + "/base");
+    Transformer plain(f.config, *cpu, DType::F32, 1, {}, false);
+    merge_adapters(*f.model, plain);
     save_hf_model(plain, dir + "/merged");
     SafetensorsFile out;
     const std::vector<float> merged = run_reference(
@@ -283,7 +283,7 @@ TEST(PeftFiles, MergedModelGivesTheUnmergedPeftModelsLogits) {
         "merged_logits", &out);
     ASSERT_FALSE(merged.empty());
     check_close(merged, out.at("peft_logits").to_f32(), kFp32Bound, "transformers on the merge vs PeftModel");
-    check_close(merged, m->logits(make_batch(c.vocab_size, 5)), kFp32Bound, "merged vs our unmerged");
+    check_close(merged, f.model->logits(f.batch), kFp32Bound, "merged vs our unmerged");
   }
 }
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "data/loader.h"
 
 namespace temper::test {
 
@@ -88,6 +89,41 @@ void randomize_parameters(ParameterSet& params, Backend& backend, uint64_t seed,
     }
     backend.copy_from_host(p.value, v.data());
   }
+}
+
+MicroBatch packed_batch(int64_t vocab, uint64_t seed) {
+  Rng rng(rng_stream(seed, RngPurpose::Test, 7));
+  BatchBuilder b(2, 12, 0);
+  for (int len : {5, 9, 3, 4, 3}) {
+    std::vector<int32_t> tokens(len);
+    for (auto& t : tokens) t = int32_t(rng.below(uint64_t(vocab)));
+    Document d = causal_document(tokens);
+    if (len == 9) d.targets[0] = d.targets[1] = kIgnoreIndex;
+    b.add_document(d.tokens, d.targets);
+  }
+  return b.finish();
+}
+
+std::pair<double, double> directional_derivative(Backend& backend, Parameter& p,
+                                                 const std::vector<float>& grad, float h,
+                                                 uint64_t seed, const std::function<double()>& loss) {
+  const std::vector<float> w = to_host(backend, p.value);
+  Rng rng(rng_stream(seed, RngPurpose::Test, name_hash(p.name)));
+  std::vector<float> u(w.size());
+  double analytic = 0;
+  for (size_t i = 0; i < u.size(); ++i) {
+    u[i] = rng.uniform() < 0.5f ? -1.0f : 1.0f;
+    analytic += double(grad[i]) * u[i];
+  }
+  auto loss_at = [&](float sign) {
+    std::vector<float> x(w);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += sign * h * u[i];
+    backend.copy_from_host(p.value, x.data());
+    return loss();
+  };
+  const double numeric = (loss_at(1) - loss_at(-1)) / (2.0 * h);
+  backend.copy_from_host(p.value, w.data());
+  return {analytic, numeric};
 }
 
 }  // namespace temper::test

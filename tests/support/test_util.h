@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "data/batch.h"
 #include "kernels/backend.h"
 #include "model/parameters.h"
 
@@ -35,5 +36,17 @@ int run_python(const std::string& script, const std::vector<std::string>& args,
 // each tensor from its own Philox stream keyed by (seed, name).
 void randomize_parameters(ParameterSet& params, Backend& backend, uint64_t seed,
                           float matrix_std, float norm_std, float bias_std);
+
+// Two rows of 12 tokens with five documents of uneven length (5, 9, 3, 4, 3), one split
+// across rows, random tokens below `vocab`, and the 9-token document's first two targets
+// masked (as an instruction prompt would be).
+MicroBatch packed_batch(int64_t vocab, uint64_t seed);
+
+// A directional finite difference for one parameter: u is a random ±1 direction over its
+// elements (from a Philox stream keyed by `seed` and the name); returns (<grad, u>,
+// (loss(θ + h·u) − loss(θ − h·u)) / 2h), the parameter restored. `grad` is its gradient.
+std::pair<double, double> directional_derivative(Backend& backend, Parameter& p,
+                                                 const std::vector<float>& grad, float h,
+                                                 uint64_t seed, const std::function<double()>& loss);
 
 }  // namespace temper::test

@@ -90,22 +90,8 @@ void expect_gradients_match_finite_differences(Transformer& m, Backend& cpu, con
     }
     if (!check(p.name)) continue;
     ++checked;
-    std::vector<float> w = test::to_host(cpu, p.value), g = test::to_host(cpu, p.grad);
-    Rng rng(rng_stream(3, RngPurpose::Test, name_hash(p.name)));
-    std::vector<float> u(w.size());
-    double analytic = 0;
-    for (size_t i = 0; i < u.size(); ++i) {
-      u[i] = rng.uniform() < 0.5f ? -1.0f : 1.0f;
-      analytic += double(g[i]) * u[i];
-    }
-    auto loss_at = [&](float sign) {
-      std::vector<float> x(w);
-      for (size_t i = 0; i < x.size(); ++i) x[i] += sign * h * u[i];
-      cpu.copy_from_host(p.value, x.data());
-      return mean_loss(m, b);
-    };
-    const double numeric = (loss_at(1) - loss_at(-1)) / (2.0 * h);
-    cpu.copy_from_host(p.value, w.data());
+    const auto [analytic, numeric] = test::directional_derivative(
+        cpu, p, test::to_host(cpu, p.grad), h, 3, [&] { return mean_loss(m, b); });
     EXPECT_NEAR(analytic, numeric, 5e-3 * std::abs(numeric) + 2e-3) << p.name;
   }
   EXPECT_GT(checked, 0);

@@ -78,10 +78,17 @@ inline int64_t first_key(int64_t t, int64_t b, int window) {
   return window > 0 ? std::max<int64_t>(b, t - window + 1) : b;
 }
 
+// Σ a_i b_i in eight interleaved partial sums combined in a fixed tree: the compiler keeps
+// them in vector registers (one running sum would serialise every add), and the order
+// depends only on n, so results stay deterministic.
 inline float dot(const float* a, const float* b, int64_t n) {
-  float acc = 0.0f;
-  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
-  return acc;
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += a[i] * b[i];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
 }
 
 }  // namespace
