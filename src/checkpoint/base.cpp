@@ -17,6 +17,7 @@
 #include "data/model_tokenizer.h"
 #include "io/hf_model.h"
 #include "parallel/grid.h"
+#include "peft/nf4.h"
 
 namespace temper {
 
@@ -31,9 +32,14 @@ uint64_t parameter_checksum(Transformer& model, DeviceGrid* grid,
       ckpt::Selection s;
       s.cols = b.cols, s.ndim = int(b.full.size());
       s.add(b, 0, b.numel());
+      const uint64_t weight = 2 * uint64_t(name_hash(p.name)) + 1;
+      if (p.quantized) {  // NF4 (QLoRA): the values it dequantizes to, f32
+        const std::vector<float> values = nf4_parameter_values(model.backend(), p);
+        sum[0] += ckpt::checksum(s, values.data(), sizeof(float)) * weight;
+        continue;
+      }
       std::vector<uint8_t> host(p.value.nbytes());
       model.backend().copy_to_host(host.data(), p.value);
-      const uint64_t weight = 2 * uint64_t(name_hash(p.name)) + 1;
       sum[0] += ckpt::checksum(s, host.data(), dtype_size(p.value.dtype())) * weight;
     }
   }

@@ -12,6 +12,7 @@
 #include "checkpoint/reader.h"
 #include "core/error.h"
 #include "parallel/grid.h"
+#include "peft/nf4.h"
 
 namespace temper {
 namespace ckpt {
@@ -161,12 +162,20 @@ std::vector<size_t> load_model(const h5::File& f, const CheckpointMeta& meta, Tr
       absent.push_back(i);
       continue;
     }
-    const ckpt::Block b = ckpt::block_of(p);
+    ckpt::Block b = ckpt::block_of(p);
+    // An NF4 weight (QLoRA) is quantized whole, so every rank reads all of it.
+    if (p.quantized) b.r0 = b.c0 = 0, b.lrows = b.rows, b.lcols = b.cols;
     h5::Id set = ckpt::open_tensor(f, name, b.full, master ? "optimizer state" : "model weights");
     ckpt::Selection s;
     s.add(b, 0, b.numel());
     DType stored;
     std::vector<uint8_t> raw = ckpt::read_tensor(f, set.get(), name, s, &stored, tally);
+    if (p.quantized) {
+      const std::vector<uint8_t> whole = ckpt::convert(raw, stored, DType::F32);
+      set_nf4_parameter(model.backend(), p,
+                        nf4_quantize(reinterpret_cast<const float*>(whole.data()), b.numel(), p.double_quant));
+      continue;
+    }
     std::vector<uint8_t> host = ckpt::convert(raw, stored, p.value.dtype());
     model.backend().copy_from_host(p.value, host.data());
   }

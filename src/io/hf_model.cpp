@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "peft/nf4.h"
 
 namespace temper {
 
@@ -99,6 +100,8 @@ std::vector<float> take_shard(const std::vector<float>& full, const Parameter& p
 }
 
 void set_parameter(Backend& backend, Parameter& p, const std::vector<float>& full) {
+  if (p.quantized)  // QLoRA: the whole tensor quantized, this rank's blocks kept
+    return set_nf4_parameter(backend, p, nf4_quantize(full.data(), int64_t(full.size()), p.double_quant));
   std::vector<float> values = take_shard(full, p);
   const DType t = p.value.dtype();
   if (t == DType::F32) {
@@ -141,6 +144,10 @@ void load_hf_weights(Transformer& model, const std::string& dir) {
   };
   Backend& backend = model.backend();
   std::set<std::string> used;
+  auto entry = [&](const std::string& key) -> const SafetensorsEntry* {
+    const SafetensorsFile* f = file_for(key);
+    return f && f->tensors.count(key) ? &f->tensors.at(key) : nullptr;
+  };
   for (Parameter& p : model.params().all()) {
     if (p.init == ParamInit::Adapter) continue;  // PEFT adapters are not part of the base
     const SafetensorsFile* f = file_for(p.name);
@@ -148,6 +155,19 @@ void load_hf_weights(Transformer& model, const std::string& dir) {
       fail("{}: tensor '{}' is missing from the checkpoint", dir, p.name);
     const SafetensorsEntry& e = f->tensors.at(p.name);
     const std::vector<int64_t> want(p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim);
+    if (entry(p.name + ".quant_state.bitsandbytes__nf4")) {  // a bitsandbytes 4-bit weight
+      const Nf4Tensor q = nf4_from_bitsandbytes(p.name, want, entry, dir);
+      if (p.quantized) {
+        set_nf4_parameter(backend, p, q);  // as stored: not quantized again
+      } else {
+        std::vector<float> dense(size_t(q.numel));
+        nf4_dequantize(q, dense.data());
+        set_parameter(backend, p, dense);
+      }
+      used.insert(p.name);
+      for (const std::string& k : bitsandbytes_nf4_keys(p.name)) used.insert(k);
+      continue;
+    }
     if (e.shape != want)
       fail("{}: tensor '{}' has shape [{}], the model expects {}", dir, p.name,
            fmt::join(e.shape, ", "), p.full_shape.str());

@@ -29,7 +29,8 @@ DType hf_weights_dtype(const std::string& dir);
 
 // This rank's part of a parameter's full (row-major) values under tensor parallelism.
 std::vector<float> take_shard(const std::vector<float>& full, const Parameter& p);
-// Writes a parameter from its full values: this rank's shard, in the parameter's dtype.
+// Writes a parameter from its full values: this rank's shard, in the parameter's dtype; an
+// NF4 parameter (QLoRA) gets the whole tensor's quantization (its blocks of it).
 void set_parameter(Backend& backend, Parameter& p, const std::vector<float>& full);
 
 }  // namespace temper

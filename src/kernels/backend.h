@@ -42,6 +42,26 @@ struct LossSum {
 
 constexpr int32_t kIgnoreIndex = -100;
 
+// An NF4-quantized weight [rows, cols] on a backend's device, in bitsandbytes' layout
+// (peft/nf4.h): this rank's elements row-major, two 4-bit code indices per byte (the even
+// element in the high nibble), one absmax per 64 of them, or with double quantization
+// their 8-bit codes plus the nested absmaxes of the WHOLE tensor. A tensor-parallel rank
+// may hold a block of a larger tensor, rows [row0, row0 + rows) × columns [col0, col0 +
+// cols) of [*, full_cols]: element (r, j) is element (row0 + r)·full_cols + col0 + j of the
+// whole, whose block (/64) and nested group (/64/256) pick the statistics, so a shard
+// dequantizes exactly as the whole tensor does.
+struct Nf4Weight {
+  Tensor packed;         // u8 [rows·cols / 2]
+  Tensor absmax;         // f32 [rows·cols / 64] (no double quantization)
+  Tensor qabsmax;        // u8 [rows·cols / 64] (double quantization)
+  Tensor nested_absmax;  // f32 [groups of the whole tensor] (double quantization)
+  Tensor code;           // f32 [16] NF4 values
+  Tensor nested_map;     // f32 [256] dynamic map (double quantization)
+  float offset = 0.0f;   // (double quantization)
+  int64_t rows = 0, cols = 0, full_cols = 0, row0 = 0, col0 = 0;
+  bool double_quant() const { return qabsmax.defined(); }
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -114,6 +134,10 @@ class Backend {
                                   Tensor bias) = 0;
   virtual void dora_scale_backward(Tensor dz, Tensor dmagnitude, Tensor dout, Tensor z,
                                    Tensor magnitude, Tensor sumsq) = 0;
+
+  // out[rows, cols] = the dequantized weight (code[index] · absmax of its block), in out's
+  // dtype. cols and col0 must be multiples of 64 (blocks never straddle rows or shards).
+  virtual void nf4_dequantize(Tensor out, const Nf4Weight& w) = 0;
 
   // ---- RoPE, rotate-half convention (Hugging Face Llama) -------------------------------
   // x[T,H,D] rotated in place by the angle table at each token's position:

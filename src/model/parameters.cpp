@@ -1,6 +1,7 @@
 #include "model/parameters.h"
 
 #include "core/error.h"
+#include "peft/nf4.h"
 
 #include <vector>
 
@@ -36,6 +37,10 @@ void ParameterSet::allocate(DType dtype, int64_t pad_multiple, bool gradients) {
   TEMPER_CHECK(!allocated(), "allocate() twice");
   trainable_numel_ = frozen_numel_ = 0;
   for (auto& p : params_) {
+    if (p.quantized) {
+      if (p.trainable) fail("{}: an NF4-quantized weight is frozen, it cannot train", p.name);
+      continue;
+    }
     int64_t& region = p.trainable ? trainable_numel_ : frozen_numel_;
     p.offset = region;
     region += p.shape.numel();
@@ -46,12 +51,65 @@ void ParameterSet::allocate(DType dtype, int64_t pad_multiple, bool gradients) {
   frozen_ = arena_->allocate(dtype, Shape{frozen_numel_});
   if (gradients) grads_ = arena_->allocate(dtype, Shape{padded});
   for (auto& p : params_) {
+    if (p.quantized) continue;
     p.value = (p.trainable ? values_ : frozen_).flat(p.offset, p.shape.numel()).view(p.shape);
     if (gradients && p.trainable) p.grad = grads_.flat(p.offset, p.shape.numel()).view(p.shape);
   }
   backend_.zero(values_);
   backend_.zero(frozen_);
   if (gradients) backend_.zero(grads_);
+  allocate_quantized();
+}
+
+void ParameterSet::allocate_quantized() {
+  quantized_bytes_ = 0;
+  bool any = false;
+  for (auto& p : params_) any |= p.quantized;
+  if (!any) return;
+  for (auto& p : params_) {
+    if (!p.quantized) continue;
+    const int64_t rows = p.shape[0], cols = p.shape[1], n = rows * cols;
+    const int64_t full_cols = p.full_shape[1];
+    if (p.shape.ndim != 2 || cols % kNf4Block || full_cols % kNf4Block)
+      fail("{}: NF4 needs a matrix whose rows are a multiple of {} wide (this rank's: {}, whole: {})",
+           p.name, kNf4Block, cols, full_cols);
+    Nf4Weight& w = p.nf4;
+    w.rows = rows, w.cols = cols, w.full_cols = full_cols;
+    w.row0 = p.split_dim == 0 ? p.shard * rows : 0;
+    w.col0 = p.split_dim == 1 ? p.shard * cols : 0;
+    w.packed = arena_->allocate(DType::U8, Shape{n / 2});
+    w.code = arena_->allocate(DType::F32, Shape{16});  // a file's own code books are kept
+    backend_.copy_from_host(w.code, nf4_code().data());
+    if (p.double_quant) {
+      const int64_t whole_blocks = p.full_shape.numel() / kNf4Block;
+      w.qabsmax = arena_->allocate(DType::U8, Shape{n / kNf4Block});
+      w.nested_absmax = arena_->allocate(DType::F32, Shape{(whole_blocks + kNf4Nested - 1) / kNf4Nested});
+      w.nested_map = arena_->allocate(DType::F32, Shape{256});
+      backend_.copy_from_host(w.nested_map, dynamic_map().data());
+    } else {
+      w.absmax = arena_->allocate(DType::F32, Shape{n / kNf4Block});
+    }
+  }
+  for (const auto& p : params_)  // the storage itself (without the arena's alignment)
+    if (p.quantized)
+      for (const Tensor* t : {&p.nf4.packed, &p.nf4.absmax, &p.nf4.qabsmax, &p.nf4.nested_absmax,
+                              &p.nf4.code, &p.nf4.nested_map})
+        if (t->defined()) quantized_bytes_ += t->nbytes();
+}
+
+void ParameterSet::init_quantized(size_t index, uint64_t seed, float std) {
+  Parameter& p = params_[index];
+  const RngStream stream = rng_stream(seed, RngPurpose::Init, name_hash(p.name));
+  std::vector<float> whole(size_t(p.full_shape.numel()));  // the dense draw init() would make
+  for (size_t i = 0; i < whole.size(); ++i) whole[i] = stream.normal(i) * std;
+  set_nf4_parameter(backend_, p, nf4_quantize(whole.data(), int64_t(whole.size()), p.double_quant));
+}
+
+int64_t ParameterSet::quantized_numel() const {
+  int64_t n = 0;
+  for (const auto& p : params_)
+    if (p.quantized) n += p.shape.numel();
+  return n;
 }
 
 void ParameterSet::draw(size_t index, uint64_t seed, Draw kind, float scale) {
@@ -84,6 +142,10 @@ void ParameterSet::draw(size_t index, uint64_t seed, Draw kind, float scale) {
 void ParameterSet::init(uint64_t seed, float std) {
   for (size_t i = 0; i < params_.size(); ++i) {
     Parameter& p = params_[i];
+    if (p.quantized) {  // drawn dense on the host, then quantized
+      init_quantized(i, seed, std);
+      continue;
+    }
     switch (p.init) {
       case ParamInit::Normal: draw(i, seed, Draw::Normal, std); break;
       case ParamInit::Ones: backend_.fill(p.value, 1.0f); break;

@@ -5,6 +5,8 @@
 //   trainable  one flat value buffer and one flat gradient buffer of the same layout
 //              (padded for equal ZeRO shards); data parallelism, ZeRO and AdamW work on it
 //   frozen     one flat value buffer and nothing else: no gradient, no optimizer state
+// and, outside both, NF4-quantized frozen weights (QLoRA): no dense value at all, their
+// packed codes and block statistics in one more allocation (`nf4`, peft/nf4.h).
 // A parameter's `offset` is its element offset in its own region. Within a region the
 // parameters keep declaration order, so any run of consecutive parameters (a block) has
 // its trainable gradients contiguous.
@@ -36,8 +38,12 @@ struct Parameter {
   Shape full_shape;
   int split_dim = -1;
   int shard = 0, shards = 1;
-  Tensor value;                  // view into its region's value buffer
+  Tensor value;                  // view into its region's value buffer (quantized: undefined)
   Tensor grad;                   // view into the gradient buffer (frozen: undefined)
+  // QLoRA: stored as NF4 (frozen, 2-D, this rank's block), dequantized where it is used.
+  bool quantized = false;
+  bool double_quant = true;
+  Nf4Weight nf4;
 };
 
 class ParameterSet {
@@ -93,14 +99,19 @@ class ParameterSet {
   size_t bytes() const {
     return values_.nbytes() + frozen_.nbytes() + (grads_.defined() ? grads_.nbytes() : 0);
   }
-  size_t value_bytes() const { return values_.nbytes() + frozen_.nbytes(); }
+  size_t value_bytes() const { return values_.nbytes() + frozen_.nbytes() + quantized_bytes_; }
+  size_t quantized_bytes() const { return quantized_bytes_; }  // NF4 storage
+  int64_t quantized_numel() const;
 
  private:
+  void allocate_quantized();
+  void init_quantized(size_t index, uint64_t seed, float std);
   Backend& backend_;
   std::vector<Parameter> params_;
   std::unique_ptr<Arena> arena_;
   Tensor values_, grads_, frozen_;
   int64_t trainable_numel_ = 0, frozen_numel_ = 0;
+  size_t quantized_bytes_ = 0;
 };
 
 }  // namespace temper

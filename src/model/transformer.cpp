@@ -62,6 +62,12 @@ Transformer::Transformer(const ModelConfig& config, Backend& backend, DType dtyp
   vocab_ = divides(config_.vocab_size, "vocab_size");
   declare_parameters();
   mark_trainable(params_, peft_, config_);
+  std::vector<size_t> projection_weights;
+  for (const LayerParams& lp : layers_)
+    for (size_t w : {lp.q.weight(), lp.k.weight(), lp.v.weight(), lp.o.weight(), lp.gate.weight(),
+                     lp.up.weight(), lp.down.weight()})
+      projection_weights.push_back(w);
+  mark_quantized(params_, peft_, projection_weights);
   lowest_trained_block_ = params_[embed_].trainable ? 0 : config_.num_hidden_layers;
   for (size_t l = layers_.size(); l-- > 0;)
     for (size_t i = layers_[l].first; i < layers_[l].end; ++i)

@@ -45,9 +45,17 @@ std::vector<std::vector<uint8_t>> gather_full_parameters(ParameterSet& params, B
                                                          const TensorParallel& tp,
                                                          Communicator* group) {
   std::vector<std::vector<uint8_t>> out;
+  const size_t elem = dtype_size(params.dtype());
   for (const Parameter& p : params.all()) {
-    std::vector<uint8_t> local(p.value.nbytes());
-    backend.copy_to_host(local.data(), p.value);
+    std::vector<uint8_t> local(size_t(p.shape.numel()) * elem);
+    if (p.quantized) {  // an NF4 weight leaves dense, dequantized
+      Arena scratch(backend.memory(), "dequantized weight");
+      Tensor dense = scratch.allocate(params.dtype(), p.shape);
+      backend.nf4_dequantize(dense, p.nf4);
+      backend.copy_to_host(local.data(), dense);
+    } else {
+      backend.copy_to_host(local.data(), p.value);
+    }
     if (p.split_dim < 0 || !tp.active()) {
       out.push_back(std::move(local));
       continue;
@@ -62,7 +70,6 @@ std::vector<std::vector<uint8_t>> gather_full_parameters(ParameterSet& params, B
       continue;
     }
     // Column blocks: shard k holds columns [k·c, (k+1)·c) of every row.
-    const size_t elem = dtype_size(p.value.dtype());
     const int64_t rows = p.shape[0], cols = p.shape.numel() / rows;
     std::vector<uint8_t> full(gathered.size());
     for (int k = 0; k < p.shards; ++k)

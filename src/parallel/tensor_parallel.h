@@ -73,7 +73,7 @@ SumSquares gradient_sum_squares(const ParameterSet& params, Backend& backend, in
                                 int64_t end = -1);
 
 // The full (unsharded) value of every parameter, host bytes in the parameter dtype, in
-// declaration order. Collective over the tp group.
+// declaration order (an NF4 weight dequantized). Collective over the tp group.
 std::vector<std::vector<uint8_t>> gather_full_parameters(ParameterSet& params, Backend& backend,
                                                          const TensorParallel& tp,
                                                          Communicator* group);

@@ -12,9 +12,10 @@ void merge_adapters(Transformer& adapted, Transformer& plain) {
   ParameterSet& from = adapted.params();
   for (Parameter& p : plain.params().all()) {
     const Parameter& src = from.at(p.name);
-    TEMPER_CHECK(src.shards == 1 && p.shape == src.shape && p.value.dtype() == src.value.dtype(),
+    TEMPER_CHECK(src.shards == 1 && p.shape == src.shape && p.value.dtype() == from.dtype(),
                  "merge: {} differs between the adapted and the plain model", p.name);
-    be.copy(p.value, src.value);
+    if (src.quantized) be.nf4_dequantize(p.value, src.nf4);  // QLoRA: onto the dequantized base
+    else be.copy(p.value, src.value);
   }
   Arena scratch(be.memory(), "merge");
   for (int64_t l = 0; l < adapted.config().num_hidden_layers; ++l)

@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "core/error.h"
+#include "peft/nf4.h"
 
 namespace temper {
 namespace {
@@ -93,7 +94,8 @@ const char* peft_method_name(PeftMethod m) {
 
 nlohmann::json peft_spec_to_json(const PeftSpec& s) {
   const LoraSpec& l = s.lora;
-  return {{"method", peft_method_name(s.method)}, {"trainable", s.trainable},
+  return {{"method", peft_method_name(s.method)}, {"nf4", s.nf4}, {"double_quant", s.double_quant},
+          {"trainable", s.trainable},
           {"modules_to_save", s.modules_to_save}, {"r", l.r}, {"alpha", l.alpha},
           {"dropout", l.dropout}, {"use_rslora", l.rslora}, {"use_dora", l.dora},
           {"gaussian_init", l.gaussian_init}, {"target_modules", l.target_modules},
@@ -104,6 +106,8 @@ PeftSpec peft_spec_from_json(const nlohmann::json& j) {
   PeftSpec s;
   const std::string method = j.at("method").get<std::string>();
   s.method = method == "partial" ? PeftMethod::Partial : method == "lora" ? PeftMethod::Lora : PeftMethod::Full;
+  s.nf4 = j.value("nf4", false);
+  s.double_quant = j.value("double_quant", true);
   s.trainable = j.at("trainable").get<std::vector<std::string>>();
   s.modules_to_save = j.at("modules_to_save").get<std::vector<std::string>>();
   LoraSpec& l = s.lora;
@@ -214,6 +218,23 @@ void mark_trainable(ParameterSet& params, const PeftSpec& spec, const ModelConfi
   } else if (!spec.modules_to_save.empty()) {
     fail("config key 'peft.modules_to_save' applies to peft.method lora, not {}",
          peft_method_name(spec.method));
+  }
+}
+
+void mark_quantized(ParameterSet& params, const PeftSpec& spec, const std::vector<size_t>& weights) {
+  if (!spec.nf4) return;
+  for (size_t i : weights) {
+    Parameter& p = params[i];
+    if (p.trainable)
+      fail("config key 'model.quantize' = nf4: {} would train, but NF4 weights are frozen (QLoRA: "
+           "peft.method lora; partial rules and modules_to_save must leave the projections frozen)",
+           p.name);
+    if (p.shape[1] % kNf4Block)
+      fail("config key 'model.quantize' = nf4: {} has input width {}{}, not a multiple of the NF4 "
+           "block of {}", p.name, p.shape[1], p.shards > 1 && p.split_dim == 1 ? " on this tensor-parallel rank" : "",
+           kNf4Block);
+    p.quantized = true;
+    p.double_quant = spec.double_quant;
   }
 }
 

@@ -35,6 +35,10 @@ struct LoraSpec {
 
 struct PeftSpec {
   PeftMethod method = PeftMethod::Full;
+  // QLoRA: the seven projections of every block stored as NF4 (frozen), dequantized where
+  // they are used (model.quantize: nf4, model.double_quant).
+  bool nf4 = false;
+  bool double_quant = true;
   std::vector<std::string> trainable;        // partial: name rules
   LoraSpec lora;
   std::vector<std::string> modules_to_save;  // lora: trained in full (lm_head, embed_tokens)
@@ -81,6 +85,9 @@ LoraAttachment declare_lora(ParameterSet& params, const LoraSpec& spec, const st
 
 // Sets every parameter's `trainable` flag (before ParameterSet::allocate).
 void mark_trainable(ParameterSet& params, const PeftSpec& spec, const ModelConfig& config);
+// With spec.nf4: marks the projection weights `weights` quantized; a trained one (or one
+// whose input width is not a multiple of 64 on this rank) is an error naming it.
+void mark_quantized(ParameterSet& params, const PeftSpec& spec, const std::vector<size_t>& weights);
 
 // Draws A (Kaiming-uniform or gaussian, from its own Philox stream by name, so any tp
 // shard holds its part of the one full tensor) and zeroes B. DoRA's magnitude is set by

@@ -18,6 +18,14 @@ Tensor Projection::value(const ProjectionContext& c, size_t i) const {
   return i == kNoParam ? Tensor{} : c.params[i].value;
 }
 
+Tensor Projection::base_weight(const ProjectionContext& c) const {
+  const Parameter& p = c.params[weight_];
+  if (!p.quantized) return p.value;
+  Tensor w = c.scratch.allocate(c.params.dtype(), p.shape);  // one layer at a time (QLoRA)
+  c.backend.nf4_dequantize(w, p.nf4);
+  return w;
+}
+
 Tensor Projection::grad(const ProjectionContext& c, size_t i) const {
   if (i == kNoParam || !c.params[i].trainable) return Tensor{};
   return c.params[i].grad;
@@ -52,17 +60,16 @@ void Projection::lora_input_backward(const ProjectionContext& c, Tensor dx, cons
   be.zero(dxa);
   be.linear_backward(dxa, Tensor{}, Tensor{}, g.dh, Tensor{}, A);
   if (g.dbase_dropped.defined())  // DoRA: the rescaled base term also reads drop(x)
-    be.linear_backward(dxa, Tensor{}, Tensor{}, g.dbase_dropped, Tensor{}, value(c, weight_));
+    be.linear_backward(dxa, Tensor{}, Tensor{}, g.dbase_dropped, Tensor{}, base_weight(c));
   const uint64_t offset = c.call * uint64_t(dx.size(0) * full_cols);
   be.dropout(dx, dxa, lora_.dropout, dropout_stream(c), offset, full_cols, col0, true);
 }
 
 void Projection::local_row_sum_squares(const ProjectionContext& c, Tensor sumsq) const {
   Backend& be = c.backend;
-  const Tensor W = value(c, weight_);  // [O_l, I_l]
-  if (!lora_.defined()) return be.row_sum_squares(sumsq, W);
-  const Tensor A = value(c, lora_.A), B = value(c, lora_.B);  // [r, I_l], [O_l, r]
   Arena::Mark mark = c.scratch.mark();
+  const Tensor W = base_weight(c);  // [O_l, I_l]
+  const Tensor A = value(c, lora_.A), B = value(c, lora_.B);  // [r, I_l], [O_l, r]
   Tensor merged = c.scratch.allocate(W.dtype(), W.shape());  // W0 + s·B·A  [O_l, I_l]
   Tensor sB = c.scratch.allocate(B.dtype(), B.shape());      // s·B  [O_l, r]
   be.copy(merged, W);
@@ -92,7 +99,7 @@ void Projection::dora_dropout_combine(const ProjectionContext& c, Tensor out, Te
 Projection::Grads Projection::backward_common(const ProjectionContext& c, Tensor dx, Tensor dout,
                                               Tensor x, ProjectionActs& acts) const {
   Backend& be = c.backend;
-  const Tensor W = value(c, weight_), B = value(c, lora_.B);
+  const Tensor W = base_weight(c), B = value(c, lora_.B);
   Grads g;
   g.dz = dout;
   if (lora_.dora()) {  // out = c ⊙ z + b: dz = c ⊙ dout, dm from z, db from dout
@@ -127,10 +134,13 @@ Projection::Grads Projection::backward_common(const ProjectionContext& c, Tensor
 void ColumnParallelProjection::forward(const ProjectionContext& c, Tensor out, Tensor x,
                                        ProjectionActs& acts) const {
   Backend& be = c.backend;
-  const Tensor W = value(c, weight_), b = value(c, bias_);
-  if (!lora_.defined()) return be.linear_forward(out, x, W, b);
-  const Tensor A = value(c, lora_.A), B = value(c, lora_.B);
   Arena::Mark mark = c.scratch.mark();
+  const Tensor W = base_weight(c), b = value(c, bias_);
+  if (!lora_.defined()) {
+    be.linear_forward(out, x, W, b);
+    return c.scratch.release(mark);
+  }
+  const Tensor A = value(c, lora_.A), B = value(c, lora_.B);
   const Tensor xa = lora_input(c, x, x.size(1), 0);
   be.linear_forward(acts.hs, xa, A, Tensor{});  // hs = s·drop(x)·Aᵀ, the same on every rank
   be.scale(acts.hs, lora_.scale);
@@ -155,9 +165,11 @@ void ColumnParallelProjection::forward(const ProjectionContext& c, Tensor out, T
 void ColumnParallelProjection::backward(const ProjectionContext& c, Tensor dx, Tensor dout,
                                         Tensor x, ProjectionActs& acts) const {
   Backend& be = c.backend;
-  if (!lora_.defined())
-    return be.linear_backward(dx, grad(c, weight_), grad(c, bias_), dout, x, value(c, weight_));
   Arena::Mark mark = c.scratch.mark();
+  if (!lora_.defined()) {
+    be.linear_backward(dx, grad(c, weight_), grad(c, bias_), dout, x, base_weight(c));
+    return c.scratch.release(mark);
+  }
   const Grads g = backward_common(c, dx, dout, x, acts);
   // dx through the adapter's input from this rank's part of dh (and of dz): the model's
   // tp sum of dx completes it.
@@ -175,15 +187,15 @@ void RowParallelProjection::forward(const ProjectionContext& c, Tensor out, Tens
                                     ProjectionActs& acts) const {
   Backend& be = c.backend;
   TEMPER_CHECK(bias_ == kNoParam, "{}: a row-parallel projection has no bias", name_);
-  const Tensor W = value(c, weight_);
+  Arena::Mark mark = c.scratch.mark();
+  const Tensor W = base_weight(c);
   if (!lora_.defined()) {
     be.linear_forward(out, x, W, Tensor{});
     c.tp.reduce_row_parallel_output(out);
-    return;
+    return c.scratch.release(mark);
   }
   const Parameter& A = c.params[lora_.A];  // [r, I/tp]: columns [shard·I/tp, ...) of [r, I]
   const int64_t full_cols = A.full_shape[1], col0 = A.shard * A.shape[1];
-  Arena::Mark mark = c.scratch.mark();
   const Tensor xa = lora_input(c, x, full_cols, col0);
   be.linear_forward(acts.hs, xa, A.value, Tensor{});
   be.scale(acts.hs, lora_.scale);
@@ -213,11 +225,13 @@ void RowParallelProjection::forward(const ProjectionContext& c, Tensor out, Tens
 void RowParallelProjection::backward(const ProjectionContext& c, Tensor dx, Tensor dout, Tensor x,
                                      ProjectionActs& acts) const {
   Backend& be = c.backend;
-  if (!lora_.defined())
-    return be.linear_backward(dx, grad(c, weight_), Tensor{}, dout, x, value(c, weight_));
+  Arena::Mark mark = c.scratch.mark();
+  if (!lora_.defined()) {
+    be.linear_backward(dx, grad(c, weight_), Tensor{}, dout, x, base_weight(c));
+    return c.scratch.release(mark);
+  }
   const Parameter& A = c.params[lora_.A];
   const int64_t full_cols = A.full_shape[1], col0 = A.shard * A.shape[1];
-  Arena::Mark mark = c.scratch.mark();
   const Grads g = backward_common(c, dx, dout, x, acts);  // dh whole: dz and B are
   const Tensor xa = lora_input(c, x, full_cols, col0);
   be.linear_backward(Tensor{}, grad(c, lora_.A), Tensor{}, g.dh, xa, Tensor{});  // dA_r += dhᵀ·xa_r

@@ -75,6 +75,9 @@ class Projection {
  protected:
   Projection() = default;
   Tensor value(const ProjectionContext& c, size_t i) const;
+  // W0 as a dense [O, I] tensor: the parameter's value, or for an NF4 weight (QLoRA) a
+  // scratch buffer it is dequantized into (release it with the caller's arena mark).
+  Tensor base_weight(const ProjectionContext& c) const;
   Tensor grad(const ProjectionContext& c, size_t i) const;  // undefined when frozen / absent
   bool dropping(const ProjectionContext& c) const;  // training with dropout > 0
   // x (no dropout, or not training), else drop(x) in a scratch buffer.

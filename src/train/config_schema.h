@@ -30,6 +30,9 @@ void for_each_config_field(Config& c, F&& f) {
   f("model.dtype", m.dtype, "parameter / activation dtype: f32 | bf16");
   f("model.adapter", m.adapter,
     "a Hugging Face PEFT adapter directory (LoRA / DoRA) to continue training from");
+  f("model.quantize", m.quantize,
+    "\"\" | nf4: store the frozen block projections as NF4 (QLoRA, with peft.method lora)");
+  f("model.double_quant", m.double_quant, "nf4: quantize the block absmaxes to 8 bits too");
   auto& o = m.overrides;
   f("model.model_type", o.model_type, "override: llama | mistral | qwen2");
   f("model.vocab_size", o.vocab_size, "override: vocabulary size");

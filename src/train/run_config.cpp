@@ -318,6 +318,7 @@ void validate(const RunConfig& c, const Origins* origins) {
   v.require("parallel.bucket_mb", q.bucket_mb, q.bucket_mb > 0, "> 0");
   v.require("parallel.timeout_s", q.timeout_s, q.timeout_s > 0, "> 0");
 
+  v.one_of("model.quantize", m.quantize, {"", "nf4"});
   const PeftSection& e = c.peft;
   v.one_of("peft.method", e.method, {"full", "partial", "lora"});
   v.require("peft.r", e.r, e.r > 0, "> 0");

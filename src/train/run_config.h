@@ -57,6 +57,8 @@ struct ModelSection {
   std::string path;           // Hugging Face model directory: config.json + safetensors weights
   std::string dtype = "f32";  // parameter / activation dtype: f32 | bf16 | f16
   std::string adapter;        // a PEFT adapter directory to continue from
+  std::string quantize;       // "" | nf4: the frozen projections stored as NF4 (QLoRA)
+  bool double_quant = true;   // nf4: the block absmaxes quantized to 8 bits too
   ModelOverrides overrides;   // keys model.model_type, model.vocab_size, ...
   bool operator==(const ModelSection&) const = default;
 };

@@ -220,6 +220,8 @@ PeftSpec peft_spec_of(const RunConfig& c) {
                                       : PeftMethod::Full;
   spec.trainable = e.trainable;
   spec.modules_to_save = e.modules_to_save;
+  spec.nf4 = c.model.quantize == "nf4";
+  spec.double_quant = c.model.double_quant;
   LoraSpec& l = spec.lora;
   l.r = e.r;
   l.alpha = e.alpha;

@@ -43,6 +43,8 @@ class CpuBackend final : public Backend {
   void dora_scale_backward(Tensor dz, Tensor dmagnitude, Tensor dout, Tensor z, Tensor magnitude,
                            Tensor sumsq) override;
 
+  void nf4_dequantize(Tensor out, const Nf4Weight& w) override;
+
   void rope_forward(Tensor x, Tensor positions, Tensor cos, Tensor sin) override;
   void rope_backward(Tensor dx, Tensor positions, Tensor cos, Tensor sin) override;
 

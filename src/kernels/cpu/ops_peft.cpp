@@ -115,4 +115,47 @@ void CpuBackend::dora_scale_backward(Tensor dz, Tensor dmagnitude, Tensor dout, 
   }
 }
 
+// out[rows, cols] = code[index] · absmax(block), the statistics of the whole tensor's block.
+void CpuBackend::nf4_dequantize(Tensor out, const Nf4Weight& w) {
+  const int64_t R = w.rows, C = w.cols, n = R * C;
+  expect_f32(out, {R, C}, "nf4_dequantize: out");
+  if (C % 64 || w.col0 % 64 || w.full_cols % 64 || w.col0 + C > w.full_cols)
+    fail("nf4_dequantize: columns [{}, {}) of {}: widths and offsets must be multiples of 64",
+         w.col0, w.col0 + C, w.full_cols);
+  expect(w.packed, DType::U8, {n / 2}, "nf4_dequantize: packed");
+  expect_f32(w.code, {16}, "nf4_dequantize: code");
+  if (w.double_quant()) {
+    expect(w.qabsmax, DType::U8, {n / 64}, "nf4_dequantize: qabsmax");
+    expect_f32(w.nested_map, {256}, "nf4_dequantize: nested_map");
+    expect_rank(w.nested_absmax, DType::F32, 1, "nf4_dequantize: nested_absmax");
+  } else {
+    expect_f32(w.absmax, {n / 64}, "nf4_dequantize: absmax");
+  }
+  const uint8_t* packed = w.packed.ptr<uint8_t>();
+  const float* code = w.code.ptr<float>();
+  float* po = out.ptr<float>();
+  if (w.double_quant() && n > 0) {
+    const int64_t last = ((w.row0 + R - 1) * w.full_cols + w.col0 + C - 1) / 64;  // the last block
+    if (last / 256 >= w.nested_absmax.size(0))
+      fail("nf4_dequantize: block {} has no nested absmax ({} given)", last, w.nested_absmax.size(0));
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t j0 = 0; j0 < C; j0 += 64) {
+      const int64_t local = (r * C + j0) / 64, whole = ((w.row0 + r) * w.full_cols + w.col0 + j0) / 64;
+      float a;
+      if (w.double_quant()) {
+        a = w.nested_map.ptr<float>()[w.qabsmax.ptr<uint8_t>()[local]] *
+                w.nested_absmax.ptr<float>()[whole / 256] + w.offset;
+      } else {
+        a = w.absmax.ptr<float>()[local];
+      }
+      for (int64_t j = j0; j < j0 + 64; j += 2) {
+        const uint8_t b = packed[(r * C + j) / 2];
+        po[r * C + j] = code[b >> 4] * a;
+        po[r * C + j + 1] = code[b & 0xF] * a;
+      }
+    }
+}
+
 }  // namespace temper

@@ -103,6 +103,26 @@ __global__ void __launch_bounds__(kColTile* kRowGroups)
     dmagnitude[o] = from_f32<T>(to_f32(dmagnitude[o]) + partial[0][tx] * rsqrtf(sumsq[o]));
 }
 
+// One thread per byte: elements 2p (high nibble) and 2p + 1 of this rank's [rows, cols]
+// block, scaled by the absmax of their block of the whole tensor.
+template <typename T>
+__global__ void nf4_dequantize_kernel(T* __restrict__ out, const uint8_t* __restrict__ packed,
+                                      const float* __restrict__ absmax, const uint8_t* __restrict__ qabsmax,
+                                      const float* __restrict__ nested, const float* __restrict__ code,
+                                      const float* __restrict__ nested_map, float offset,
+                                      int64_t rows, int64_t cols, int64_t full_cols, int64_t row0,
+                                      int64_t col0) {
+  const int64_t bytes = rows * cols / 2;
+  for (int64_t p = cuda::global_index(); p < bytes; p += cuda::grid_stride()) {
+    const int64_t i = 2 * p, r = i / cols, j = i % cols;
+    const int64_t local = i / 64, whole = ((row0 + r) * full_cols + col0 + j) / 64;
+    const float a = qabsmax ? nested_map[qabsmax[local]] * nested[whole / 256] + offset : absmax[local];
+    const uint8_t b = packed[p];
+    out[i] = from_f32<T>(code[b >> 4] * a);
+    out[i + 1] = from_f32<T>(code[b & 0xF] * a);
+  }
+}
+
 void expect_2d(const Tensor& t, const char* op, const char* what) {
   cuda::expect_matrix(t, op, what);
 }
@@ -126,6 +146,45 @@ void CudaBackend::dropout(Tensor out, Tensor x, float p, const RngStream& stream
     dropout_kernel<S><<<cuda::grid_for(T * C), cuda::kThreads, 0, stream_>>>(
         out.ptr<S>(), x.ptr<S>(), T, C, p, stream, offset, full_cols, col0, accumulate);
     cuda_check_last_launch("dropout_kernel");
+  });
+}
+
+void CudaBackend::nf4_dequantize(Tensor out, const Nf4Weight& w) {
+  const char* op = "nf4_dequantize";
+  const int64_t R = w.rows, C = w.cols, n = R * C;
+  expect_2d(out, op, "out");
+  cuda::expect_shape(out, out.dtype(), {R, C}, op, "out");
+  if (C % 64 || w.col0 % 64 || w.full_cols % 64 || w.col0 + C > w.full_cols)
+    fail("CUDA backend: {}: columns [{}, {}) of {}: widths and offsets must be multiples of 64", op,
+         w.col0, w.col0 + C, w.full_cols);
+  cuda::expect_shape(w.packed, DType::U8, {n / 2}, op, "packed");
+  cuda::expect_shape(w.code, DType::F32, {16}, op, "code");
+  expect_here(out, op, "out");
+  expect_here(w.packed, op, "packed");
+  expect_here(w.code, op, "code");
+  if (w.double_quant()) {
+    cuda::expect_shape(w.qabsmax, DType::U8, {n / 64}, op, "qabsmax");
+    cuda::expect_shape(w.nested_map, DType::F32, {256}, op, "nested_map");
+    expect_here(w.qabsmax, op, "qabsmax");
+    expect_here(w.nested_map, op, "nested_map");
+    expect_here(w.nested_absmax, op, "nested_absmax");
+    const int64_t last = n ? ((w.row0 + R - 1) * w.full_cols + w.col0 + C - 1) / 64 : 0;
+    if (n && last / 256 >= w.nested_absmax.numel())
+      fail("CUDA backend: {}: block {} has no nested absmax ({} given)", op, last, w.nested_absmax.numel());
+  } else {
+    cuda::expect_shape(w.absmax, DType::F32, {n / 64}, op, "absmax");
+    expect_here(w.absmax, op, "absmax");
+  }
+  if (n == 0) return;
+  const bool dq = w.double_quant();
+  dispatch_float(out.dtype(), op, [&](auto tag) {
+    using S = decltype(tag);
+    nf4_dequantize_kernel<S><<<cuda::grid_for(n / 2), cuda::kThreads, 0, stream_>>>(
+        out.ptr<S>(), w.packed.ptr<uint8_t>(), dq ? nullptr : w.absmax.ptr<float>(),
+        dq ? w.qabsmax.ptr<uint8_t>() : nullptr, dq ? w.nested_absmax.ptr<float>() : nullptr,
+        w.code.ptr<float>(), dq ? w.nested_map.ptr<float>() : nullptr, w.offset, R, C, w.full_cols,
+        w.row0, w.col0);
+    cuda_check_last_launch("nf4_dequantize_kernel");
   });
 }
 
