@@ -92,7 +92,7 @@ class ParameterSet {
   Tensor flat_values() const { return values_; }
   Tensor flat_grads() const { return grads_; }
   Tensor frozen_values() const { return frozen_; }
-  int64_t numel() const { return trainable_numel_ + frozen_numel_; }  // all, no padding
+  int64_t numel() const { return trainable_numel_ + frozen_numel_ + quantized_numel(); }  // all, no padding
   int64_t trainable_numel() const { return trainable_numel_; }        // no padding
   int64_t frozen_numel() const { return frozen_numel_; }
   int64_t padded_numel() const { return values_.numel(); }  // the trainable region

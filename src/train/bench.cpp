@@ -121,7 +121,11 @@ nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
       {"tokens_per_s", tps},
       {"tflops", tflops},
       {"peak_memory_bytes", backend->memory().peak_bytes()},
+      {"parameter_bytes", model.params().value_bytes()},
   };
+  if (model.params().quantized_numel() > 0)  // QLoRA: what the NF4 base costs per weight
+    j["nf4_bytes_per_parameter"] =
+        double(model.params().quantized_bytes()) / double(model.params().quantized_numel());
   if (peak > 0) {
     j["peak_tflops"] = peak;
     j["mfu"] = tflops / peak;
@@ -145,8 +149,10 @@ std::string format_bench(const nlohmann::json& r) {
                      r["peak_tflops"].get<double>());
   else
     s += " | MFU n/a (unknown peak: pass --peak-tflops)";
-  s += fmt::format(" | peak memory {:.1f} MiB\n",
-                   double(r["peak_memory_bytes"].get<size_t>()) / 1048576.0);
+  s += fmt::format(" | peak memory {:.1f} MiB", double(r["peak_memory_bytes"].get<size_t>()) / 1048576.0);
+  if (r.contains("nf4_bytes_per_parameter"))
+    s += fmt::format(" | NF4 base {:.4f} bytes/parameter", r["nf4_bytes_per_parameter"].get<double>());
+  s += "\n";
   return s;
 }
 

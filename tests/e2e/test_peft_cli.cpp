@@ -10,7 +10,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "checkpoint/base.h"
 #include "checkpoint_test_util.h"
+#include "generate/generate.h"
 #include "io/hf_model.h"
 #include "io/safetensors.h"
 #include "model/transformer.h"
@@ -150,6 +152,33 @@ TEST(PeftCli, ResumedPeftRunIsBitExact) {
   const CommandResult other = test::run_command(test::train_cmd(b, args + " train.steps=9 seed=99"));
   EXPECT_EQ(other.status, 1) << other.output;
   EXPECT_NE(other.output.find("frozen base weights differ"), std::string::npos) << other.output;
+}
+
+// QLoRA (NF4 base, double quantization): a resumed run is bit-exact, and `temper merge`
+// folds the adapter onto the dequantized base: the merged model's logits are the
+// checkpoint's (NF4 + LoRA, unmerged).
+TEST(PeftCli, QloraResumesBitExactAndMergesOntoTheDequantizedBase) {
+  const fs::path a = test::temp_dir("qlora_resume_a"), b = test::temp_dir("qlora_resume_b");
+  const std::string args = kLora + " model.quantize=nf4 model.hidden_size=128 model.intermediate_size=256 "
+                           "optim.lr=1e-2 train.steps=6 checkpoint.every=3";
+  const CommandResult full = test::run_command(test::train_cmd(a, args));
+  ASSERT_EQ(full.status, 0) << full.output;
+  fs::create_directories(b / "checkpoints");
+  fs::copy_file(a / "checkpoints" / "step-00000003.h5", b / "checkpoints" / "step-00000003.h5");
+  std::ofstream(b / "checkpoints" / "latest") << "step-00000003.h5\n";
+  const CommandResult resumed = test::run_command(test::train_cmd(b, args));
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  test::expect_same_losses(test::step_losses(b), test::step_losses(a), 4, 6, "resumed QLoRA run");
+
+  const fs::path ckpt = a / "checkpoints" / "step-00000006.h5", merged = a / "merged";
+  const CommandResult m = temper("merge " + ckpt.string() + " --out " + merged.string());
+  ASSERT_EQ(m.status, 0) << m.output;
+  auto cpu = make_backend("cpu");
+  std::unique_ptr<Transformer> adapted = load_checkpoint_model(ckpt.string(), *cpu);
+  EXPECT_GT(adapted->params().quantized_numel(), 0);
+  auto plain = load_model_for_generation(merged.string(), *cpu, DType::F32);
+  const MicroBatch batch = test::packed_batch(adapted->config().vocab_size, 2);
+  EXPECT_LE(test::rel_error(plain->logits(batch), adapted->logits(batch)), 1e-5);
 }
 
 TEST(PeftCli, PartialRunCheckpointsAndExportsTheWholeModel) {

@@ -1,6 +1,7 @@
 // The PEFT ops and a LoRA / DoRA step on the GPU against the CPU (skipped without a GPU):
 // dropout draws the CPU's mask bit for bit (also for a tensor-parallel column block, and
 // accumulating), DoRA's row norms and rescale forward / backward, the accumulating GEMM,
+// NF4 dequantization of a tensor-parallel shard,
 // then a whole DoRA-with-dropout training step of a tiny model: loss, every adapter
 // gradient and the adapters after two AdamW steps, in f32 (1e-4) and bf16 (5e-2), as
 // test_cuda_train_step does for full fine-tuning.
@@ -8,6 +9,7 @@
 
 #include "data/loader.h"
 #include "model/transformer.h"
+#include "peft/nf4.h"
 #include "train/train_step.h"
 
 namespace temper {
@@ -70,6 +72,34 @@ TEST_F(CudaPeftOps, MatmulAddAccumulates) {
     gpu_->matmul_add(g, gpu_with(t, x, {T, I}), gpu_with(t, w, {O, I}));
     cpu_->matmul_add(c, cpu_with(x, {T, I}), cpu_with(w, {O, I}));
     expect_close(download(*gpu_, g), download(*cpu_, c), t, "matmul_add");
+  }
+}
+
+// NF4 (QLoRA): a double-quantized tensor-parallel shard (a block of columns of a larger
+// tensor) dequantizes on the GPU to the CPU's values, in f32 and bf16.
+TEST_F(CudaPeftOps, Nf4DequantizeMatchesTheCpu) {
+  const int64_t R = 96, C = 256;
+  const std::vector<float> w = random(R * C);
+  for (bool dq : {false, true}) {
+    const Nf4Tensor whole = nf4_quantize(w.data(), R * C, dq);
+    for (DType t : {DType::F32, DType::BF16}) {
+      std::vector<std::vector<float>> got;
+      for (Backend* b : {cpu_.get(), gpu_.get()}) {
+        ParameterSet ps(*b);
+        ps.declare("w", Shape{R, C}, ParamInit::Normal, false, 1, 2, 1);  // columns [128, 256)
+        ps[0].trainable = false;
+        ps[0].quantized = true;
+        ps[0].double_quant = dq;
+        ps.allocate(b == cpu_.get() ? DType::F32 : t);
+        set_nf4_parameter(*b, ps[0], whole);
+        Arena a(b->memory(), "nf4 test");
+        Tensor out = a.allocate(b == cpu_.get() ? DType::F32 : t, Shape{R, C / 2});
+        b->nf4_dequantize(out, ps[0].nf4);
+        got.push_back(download(*b, out));
+      }
+      for (auto& v : got[0]) v = round_to(t, v);
+      expect_close(got[1], got[0], t, dq ? "nf4 double quantized" : "nf4");
+    }
   }
 }
 
