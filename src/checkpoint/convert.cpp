@@ -110,8 +110,8 @@ std::string export_hf(const std::string& checkpoint, const std::string& dir) {
   auto backend = make_backend("cpu");
   std::unique_ptr<Transformer> model = load_checkpoint_model(checkpoint, *backend);
   if (model->peft().adapters())
-    fail("{}: a LoRA checkpoint: `temper export --to peft` writes its adapter, `temper merge` "
-         "a full model with the adapter folded in", checkpoint);
+    fail("{}: a {} checkpoint: `temper export --to peft` writes its adapter, `temper merge` "
+         "a full model with the adapter folded in", checkpoint, peft_method_name(model->peft().method));
   save_hf_model(*model, dir);
   const std::string tokenizer = add_tokenizer(meta, dir);
   return fmt::format("{}: config.json, model.safetensors ({} tensors, {}){} from {} (step {})", dir,
@@ -123,7 +123,7 @@ std::string export_peft(const std::string& checkpoint, const std::string& dir) {
   auto backend = make_backend("cpu");
   std::unique_ptr<Transformer> model = load_checkpoint_model(checkpoint, *backend);
   if (!model->peft().adapters())
-    fail("{}: not a LoRA checkpoint (peft.method {}): export it with --to hf",
+    fail("{}: not an adapter checkpoint (peft.method {}): export it with --to hf",
          checkpoint, peft_method_name(model->peft().method));
   save_peft_adapter(*model, dir, meta.base_model.empty() ? source_model(meta) : meta.base_model);
   const std::string tokenizer = add_tokenizer(meta, dir);
@@ -139,14 +139,16 @@ std::string merge_checkpoint(const std::string& checkpoint, const std::string& d
   auto backend = make_backend("cpu");
   std::unique_ptr<Transformer> adapted = load_checkpoint_model(checkpoint, *backend);
   if (!adapted->peft().adapters())
-    fail("{}: no LoRA adapter to merge (peft.method {}): export it with --to hf", checkpoint,
+    fail("{}: no adapter to merge (peft.method {}): export it with --to hf", checkpoint,
          peft_method_name(adapted->peft().method));
   Transformer plain(adapted->config(), *backend, adapted->params().dtype(), 1, {}, false);
   merge_adapters(*adapted, plain);
   save_hf_model(plain, dir);
   const std::string tokenizer = add_tokenizer(meta, dir);
+  const PeftSpec& spec = adapted->peft();
+  const std::string kind = spec.method == PeftMethod::Ia3 ? "IA3" : spec.lora.dora ? "DoRA" : "LoRA";
   return fmt::format("{}: config.json, model.safetensors ({}; {} merged){} from {} (step {})", dir,
-                     meta.model_dtype, adapted->peft().lora.dora ? "DoRA" : "LoRA", tokenizer,
+                     meta.model_dtype, kind, tokenizer,
                      checkpoint, meta.step);
 }
 

@@ -126,7 +126,8 @@ class Backend {
                        int64_t full_cols, int64_t col0, bool accumulate) = 0;
   // sumsq[O] f32 = Σ_i w[o,i]² (overwritten), accumulated in f32 (f64 on the CPU).
   virtual void row_sum_squares(Tensor sumsq, Tensor w) = 0;
-  // DoRA's rescale (norm detached): c[o] = magnitude[o] / sqrt(sumsq[o]);
+  // DoRA's rescale (norm detached): c[o] = magnitude[o] / sqrt(sumsq[o]), or with sumsq
+  // undefined c = magnitude (IA3's scaling vector);
   //   forward:  out[T,O] = c ⊙ z[T,O] + bias[O] (bias optional)
   //   backward: dz[T,O] += c ⊙ dout;  dmagnitude[O] += Σ_t dout ⊙ z / sqrt(sumsq)
   //             (each optional); sumsq f32, the rest the activation dtype.

@@ -101,8 +101,12 @@ void Transformer::declare_parameters() {
     return params_.declare(std::move(name), Shape{len}, init, true, split, n, r);
   };
   embed_ = matrix("model.embed_tokens.weight", V, C, kRows);
-  const bool adapters = peft_.adapters();
-  const LoraTargets targets = adapters ? LoraTargets(peft_.lora, c.num_hidden_layers) : LoraTargets();
+  const bool lora = peft_.method == PeftMethod::Lora, ia3 = peft_.method == PeftMethod::Ia3;
+  const ProjectionTargets targets = lora  ? lora_targets(peft_.lora, c.num_hidden_layers)
+                                    : ia3 ? ia3_targets(peft_.ia3, c.num_hidden_layers)
+                                          : ProjectionTargets();
+  const ProjectionTargets feedforward = ia3 ? ia3_feedforward(peft_.ia3, c.num_hidden_layers)
+                                            : ProjectionTargets();
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     LayerParams lp;
@@ -126,10 +130,14 @@ void Transformer::declare_parameters() {
     auto unit = [&](int site, size_t weight, size_t bias, int64_t out, int64_t in) {
       const ProjectionSite& s = kProjectionSites[site];
       const std::string path = projection_path(l, s);
-      LoraAttachment lora;
-      if (adapters && targets.selected(l, site))
-        lora = declare_lora(params_, peft_.lora, path, out, in, s.column_parallel, n, r);
-      return std::tuple{path, weight, bias, lora};
+      LoraAttachment lora_adapter;
+      Ia3Attachment ia3_vector;
+      if (lora && targets.selected(l, site))
+        lora_adapter = declare_lora(params_, peft_.lora, path, out, in, s.column_parallel, n, r);
+      if (ia3 && targets.selected(l, site))
+        ia3_vector = declare_ia3(params_, path, out, in, s.column_parallel,
+                                 feedforward.selected(l, site), n, r);
+      return std::tuple{path, weight, bias, lora_adapter, ia3_vector};
     };
     auto column = [&](auto t) { return std::make_from_tuple<ColumnParallelProjection>(t); };
     auto row = [&](auto t) { return std::make_from_tuple<RowParallelProjection>(t); };
@@ -178,8 +186,10 @@ void Transformer::init_adapters(uint64_t seed) {
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l)
     for (int s = 0; s < 7; ++s) {
       const bool column = kProjectionSites[s].column_parallel;
-      const LoraAttachment& lora =
-          column ? column_projection(l, s).lora() : row_projection(l, s).lora();
+      const Projection& unit = column ? static_cast<const Projection&>(column_projection(l, s))
+                                      : static_cast<const Projection&>(row_projection(l, s));
+      if (unit.ia3().defined()) backend_.fill(params_[unit.ia3().scale].value, 1.0f);  // identity
+      const LoraAttachment& lora = unit.lora();
       if (!lora.defined()) continue;
       init_lora(params_, lora, peft_.lora, seed);
       if (!lora.dora()) continue;
@@ -249,7 +259,7 @@ void Transformer::allocate_acts(Acts& a, int64_t T, int64_t layer) {
       const Projection& p = kProjectionSites[s].column_parallel
                                 ? static_cast<const Projection&>(column_projection(l, s))
                                 : static_cast<const Projection&>(row_projection(l, s));
-      if (!p.lora().defined()) continue;
+      if (!p.lora().defined() && !p.ia3().defined()) continue;
       p.allocate_acts(a.proj[s], *act_arena_, dtype_, T, params_);
       break;
     }

@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "core/error.h"
@@ -22,10 +24,10 @@ constexpr const char* kPrefix = "base_model.model.";
 bool is_adapter(const Parameter& p) { return p.init == ParamInit::Adapter; }
 
 // The short module name of an adapter parameter: "q_proj" for
-// model.layers.3.self_attn.q_proj.lora_A.weight.
+// model.layers.3.self_attn.q_proj.lora_A.weight or ...q_proj.ia3_l.
 std::string module_of_adapter(const std::string& name) {
-  const size_t lora = name.find(".lora_");
-  const std::string path = name.substr(0, lora);
+  const size_t cut = std::min(name.find(".lora_"), name.find(".ia3_l"));
+  const std::string path = name.substr(0, cut);
   return path.substr(path.rfind('.') + 1);
 }
 
@@ -49,6 +51,37 @@ std::vector<std::string> string_list(const nlohmann::json& c, const char* key, c
     if (!v.is_string()) fail("{}: \"{}\" must hold strings, got {}", file, key, v.dump());
     out.push_back(v.get<std::string>());
   }
+  return out;
+}
+
+SafetensorsFile read_weights(const std::string& dir) {
+  const fs::path weights = fs::path(dir) / kWeightsFile;
+  if (!fs::exists(weights)) {
+    if (fs::exists(fs::path(dir) / "adapter_model.bin"))
+      fail("{}: only adapter_model.bin (a pickle) is there; save the adapter with safetensors "
+           "(PEFT's default) to load it", dir);
+    fail("{}: no {}", dir, kWeightsFile);
+  }
+  return read_safetensors(weights.string());
+}
+
+// PEFT's shape of each adapter parameter of the model: its own, except IA3's vectors,
+// [out, 1] on an output and [1, in] on a feed-forward input.
+std::map<size_t, std::vector<int64_t>> peft_shapes(const Transformer& model) {
+  std::map<size_t, std::vector<int64_t>> out;
+  const ParameterSet& params = model.params();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Parameter& p = params[i];
+    out[i].assign(p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim);
+  }
+  for (int64_t l = 0; l < model.config().num_hidden_layers; ++l)
+    for (int s = 0; s < 7; ++s) {
+      const Ia3Attachment& a = kProjectionSites[s].column_parallel ? model.column_projection(l, s).ia3()
+                                                                   : model.row_projection(l, s).ia3();
+      if (!a.defined()) continue;
+      const int64_t n = params[a.scale].full_shape[0];
+      out[a.scale] = a.feedforward ? std::vector<int64_t>{1, n} : std::vector<int64_t>{n, 1};
+    }
   return out;
 }
 
@@ -81,9 +114,20 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
   if (!c.is_object()) fail("{}: expected a JSON object", cfg_file);
   const std::string type = config_value<std::string>(c, "peft_type", "", cfg_file);
   if (type.empty()) fail("{}: no \"peft_type\"", cfg_file);
-  if (type != "LORA")
-    fail("{}: peft_type \"{}\" is not supported here: Temper reads LORA adapters (LoRA, rsLoRA, "
-         "DoRA)", cfg_file, type);
+  if (type != "LORA" && type != "IA3")
+    fail("{}: peft_type \"{}\" is not supported here: Temper reads LORA (LoRA, rsLoRA, DoRA) "
+         "and IA3 adapters", cfg_file, type);
+  a.modules_to_save = string_list(c, "modules_to_save", cfg_file);
+  if (config_value<bool>(c, "fan_in_fan_out", false, cfg_file))
+    fail("{}: \"fan_in_fan_out\": true (GPT-2 Conv1D layers) is not supported", cfg_file);
+  if (type == "IA3") {
+    a.method = PeftMethod::Ia3;
+    a.ia3.target_modules = string_list(c, "target_modules", cfg_file);
+    a.ia3.feedforward_modules = string_list(c, "feedforward_modules", cfg_file);
+    if (a.ia3.target_modules.empty()) fail("{}: no \"target_modules\"", cfg_file);
+    a.weights = read_weights(dir);
+    return a;
+  }
   LoraSpec& l = a.lora;
   l.r = config_value<int64_t>(c, "r", 8, cfg_file);  // PEFT's defaults when absent
   l.alpha = config_value<double>(c, "lora_alpha", 8.0, cfg_file);
@@ -98,10 +142,7 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
     if (v.is_number_integer()) l.layers.push_back(v.get<int64_t>());
     else for (const auto& x : v) l.layers.push_back(x.get<int64_t>());
   }
-  a.modules_to_save = string_list(c, "modules_to_save", cfg_file);
   // What PEFT can express and we do not compute: refuse rather than load another model.
-  if (config_value<bool>(c, "fan_in_fan_out", false, cfg_file))
-    fail("{}: \"fan_in_fan_out\": true (GPT-2 Conv1D layers) is not supported", cfg_file);
   if (config_value<bool>(c, "lora_bias", false, cfg_file))
     fail("{}: \"lora_bias\": true is not supported", cfg_file);
   if (const std::string bias = config_value<std::string>(c, "bias", "none", cfg_file); bias != "none")
@@ -109,21 +150,15 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
   for (const char* key : {"rank_pattern", "alpha_pattern"})
     if (c.contains(key) && c[key].is_object() && !c[key].empty())
       fail("{}: \"{}\" (per-module ranks or alphas) is not supported", cfg_file, key);
-  const fs::path weights = fs::path(dir) / kWeightsFile;
-  if (!fs::exists(weights)) {
-    if (fs::exists(fs::path(dir) / "adapter_model.bin"))
-      fail("{}: only adapter_model.bin (a pickle) is there; save the adapter with safetensors "
-           "(PEFT's default) to load it", dir);
-    fail("{}: no {}", dir, kWeightsFile);
-  }
-  a.weights = read_safetensors(weights.string());
+  a.weights = read_weights(dir);
   return a;
 }
 
 void adopt_adapter_structure(PeftSpec& spec, const PeftAdapter& a) {
   const double dropout = spec.lora.dropout;
   const bool gaussian = spec.lora.gaussian_init;
-  spec.method = PeftMethod::Lora;
+  spec.method = a.method;
+  spec.ia3 = a.ia3;
   spec.lora = a.lora;
   spec.lora.dropout = dropout;
   spec.lora.gaussian_init = gaussian;
@@ -133,8 +168,10 @@ void adopt_adapter_structure(PeftSpec& spec, const PeftAdapter& a) {
 void load_peft_adapter(Transformer& model, const PeftAdapter& a) {
   const std::string file = (fs::path(a.dir) / kWeightsFile).string();
   ParameterSet& params = model.params();
+  const auto shapes = peft_shapes(model);
   std::set<std::string> used;
-  for (Parameter& p : params.all()) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    Parameter& p = params[i];
     if (!p.trainable && !is_adapter(p)) continue;  // the frozen base: not in an adapter
     // PEFT keeps the magnitude's ".weight" off in files; accept it on as well.
     std::string key = peft_key(p.name);
@@ -143,10 +180,10 @@ void load_peft_adapter(Transformer& model, const PeftAdapter& a) {
       fail("{}: tensor '{}' is missing (the adapter has other target modules or layers than "
            "its adapter_config.json says, or is for another model)", file, key);
     const SafetensorsEntry& e = a.weights.tensors.at(key);
-    const std::vector<int64_t> want(p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim);
+    const std::vector<int64_t>& want = shapes.at(i);
     if (e.shape != want)
-      fail("{}: tensor '{}' has shape [{}], this model needs {}: an adapter for another base "
-           "model or rank", file, key, fmt::join(e.shape, ", "), p.full_shape.str());
+      fail("{}: tensor '{}' has shape [{}], this model needs [{}]: an adapter for another base "
+           "model or rank", file, key, fmt::join(e.shape, ", "), fmt::join(want, ", "));
     if (e.dtype != "F32" && e.dtype != "BF16" && e.dtype != "F16")
       fail("{}: tensor '{}' has dtype {} (expected F32, BF16 or F16)", file, key, e.dtype);
     set_parameter(model.backend(), p, e.to_f32());
@@ -164,19 +201,45 @@ void save_peft_adapter(Transformer& model, const std::string& dir, const std::st
   const std::vector<std::vector<uint8_t>> full = gather_full_parameters(params, model.backend(), tp, tp_group);
   if (!write) return;
   const PeftSpec& spec = model.peft();
-  TEMPER_CHECK(spec.method == PeftMethod::Lora, "save_peft_adapter: the model has no LoRA adapters");
+  TEMPER_CHECK(spec.adapters(), "save_peft_adapter: the model has no adapters");
+  const auto shapes = peft_shapes(model);
   SafetensorsFile f;
   f.metadata["format"] = "pt";
-  std::set<std::string> targets;
+  std::set<std::string> targets, feedforward;
   for (size_t i = 0; i < params.size(); ++i) {
     const Parameter& p = params[i];
     if (!p.trainable) continue;
     if (is_adapter(p)) targets.insert(module_of_adapter(p.name));
+    if (is_adapter(p) && shapes.at(i).size() == 2 && shapes.at(i)[0] == 1)
+      feedforward.insert(module_of_adapter(p.name));
     SafetensorsEntry e;
     e.dtype = p.value.dtype() == DType::F32 ? "F32" : p.value.dtype() == DType::BF16 ? "BF16" : "F16";
-    e.shape.assign(p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim);
+    e.shape = shapes.at(i);
     e.data = full[i];
     f.tensors.emplace(peft_key(p.name), std::move(e));
+  }
+  fs::create_directories(dir);
+  const fs::path st = fs::path(dir) / kWeightsFile;
+  write_safetensors(st.string() + ".tmp", f);
+  fs::rename(st.string() + ".tmp", st);
+  const nlohmann::json to_save = spec.modules_to_save.empty() ? nlohmann::json(nullptr)
+                                                              : nlohmann::json(spec.modules_to_save);
+  if (spec.method == PeftMethod::Ia3) {
+    const nlohmann::json c = {
+        {"auto_mapping", nullptr},
+        {"base_model_name_or_path", base_model},
+        {"fan_in_fan_out", false},
+        {"feedforward_modules", std::vector<std::string>(feedforward.begin(), feedforward.end())},
+        {"inference_mode", true},
+        {"init_ia3_weights", true},
+        {"modules_to_save", to_save},
+        {"peft_type", "IA3"},
+        {"revision", nullptr},
+        {"target_modules", std::vector<std::string>(targets.begin(), targets.end())},
+        {"task_type", "CAUSAL_LM"},
+    };
+    std::ofstream(fs::path(dir) / kConfigFile) << c.dump(2) << "\n";
+    return;
   }
   const LoraSpec& l = spec.lora;
   nlohmann::json c = {
@@ -195,8 +258,7 @@ void save_peft_adapter(Transformer& model, const std::string& dir, const std::st
       {"lora_dropout", l.dropout},
       {"megatron_config", nullptr},
       {"megatron_core", "megatron.core"},
-      {"modules_to_save", spec.modules_to_save.empty() ? nlohmann::json(nullptr)
-                                                       : nlohmann::json(spec.modules_to_save)},
+      {"modules_to_save", to_save},
       {"peft_type", "LORA"},
       {"r", l.r},
       {"rank_pattern", nlohmann::json::object()},
@@ -206,10 +268,6 @@ void save_peft_adapter(Transformer& model, const std::string& dir, const std::st
       {"use_dora", l.dora},
       {"use_rslora", l.rslora},
   };
-  fs::create_directories(dir);
-  const fs::path st = fs::path(dir) / kWeightsFile;
-  write_safetensors(st.string() + ".tmp", f);
-  fs::rename(st.string() + ".tmp", st);
   std::ofstream(fs::path(dir) / kConfigFile) << c.dump(2) << "\n";
 }
 

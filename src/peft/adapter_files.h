@@ -1,8 +1,9 @@
 // Hugging Face PEFT adapter directories, out and in (shared/reference/peft.md §1.3):
-//   adapter_config.json        LoraConfig as PEFT 0.13 writes it (peft_type "LORA")
+//   adapter_config.json        LoraConfig or IA3Config as PEFT 0.13 writes them
 //   adapter_model.safetensors  base_model.model.<module>.lora_A.weight [r, in],
 //                              ...lora_B.weight [out, r], ...lora_magnitude_vector [out]
-//                              (DoRA), base_model.model.<param> (modules_to_save), and
+//                              (DoRA); IA3: ...ia3_l [out, 1] or, feed-forward, [1, in];
+//                              base_model.model.<param> (modules_to_save), and
 //                              {"format": "pt"} metadata
 // so PeftModel.from_pretrained loads what we write and we load what PEFT saves. Errors
 // name the file and the key or tensor that is wrong.
@@ -21,13 +22,16 @@ namespace temper {
 struct PeftAdapter {
   std::string dir;
   nlohmann::json config;          // adapter_config.json as read
-  LoraSpec lora;                  // r, alpha, rslora, dora, targets, layers from the config
+  PeftMethod method = PeftMethod::Lora;  // peft_type LORA or IA3
+  LoraSpec lora;                  // LORA: r, alpha, rslora, dora, targets, layers
+  Ia3Spec ia3;                    // IA3: targets, feed-forward modules
   std::vector<std::string> modules_to_save;
   SafetensorsFile weights;        // adapter_model.safetensors, PEFT's keys
 };
 
-// Reads and validates a LoRA / DoRA adapter directory: peft_type LORA, the LoraConfig
-// fields we support (errors name those we do not: rank_pattern, lora_bias, ...).
+// Reads and validates an adapter directory: peft_type LORA (LoRA, rsLoRA, DoRA) with the
+// LoraConfig fields we support (errors name those we do not: rank_pattern, lora_bias, ...),
+// or IA3.
 PeftAdapter read_peft_adapter(const std::string& dir);
 bool is_peft_adapter_dir(const std::string& dir);
 

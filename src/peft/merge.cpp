@@ -6,6 +6,40 @@
 #include "core/error.h"
 
 namespace temper {
+namespace {
+
+// IA3: W[o, :] ·= l[o] and b[o] ·= l[o] (output scale), or W[:, i] ·= l[i] (input scale).
+void merge_ia3(Backend& be, const ParameterSet& from, ParameterSet& to, const Projection& unit) {
+  Parameter& w = to.at(from[unit.weight()].name);
+  const int64_t O = w.shape[0], I = w.shape[1];
+  Arena scratch(be.memory(), "merge ia3");
+  auto host = [&](Tensor t) {  // f32 host copy of any float tensor
+    Tensor f = scratch.allocate(DType::F32, t.shape());
+    be.copy(f, t);
+    std::vector<float> v(size_t(t.numel()));
+    be.copy_to_host(v.data(), f);
+    return v;
+  };
+  auto put = [&](Tensor t, const std::vector<float>& v) {
+    Tensor f = scratch.allocate(DType::F32, t.shape());
+    be.copy_from_host(f, v.data());
+    be.copy(t, f);
+  };
+  std::vector<float> W = host(w.value);
+  const std::vector<float> l = host(from[unit.ia3().scale].value);
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t i = 0; i < I; ++i) W[size_t(o * I + i)] *= unit.ia3().feedforward ? l[size_t(i)] : l[size_t(o)];
+  put(w.value, W);
+  if (!unit.ia3().feedforward && unit.bias() != kNoParam) {
+    Parameter& b = to.at(from[unit.bias()].name);
+    std::vector<float> bias = host(b.value);
+    for (int64_t o = 0; o < O; ++o) bias[size_t(o)] *= l[size_t(o)];
+    put(b.value, bias);
+  }
+  be.synchronize();
+}
+
+}  // namespace
 
 void merge_adapters(Transformer& adapted, Transformer& plain) {
   Backend& be = adapted.backend();
@@ -23,6 +57,10 @@ void merge_adapters(Transformer& adapted, Transformer& plain) {
       const Projection& unit = kProjectionSites[s].column_parallel
                                    ? static_cast<const Projection&>(adapted.column_projection(l, s))
                                    : static_cast<const Projection&>(adapted.row_projection(l, s));
+      if (unit.ia3().defined()) {
+        merge_ia3(be, from, plain.params(), unit);
+        continue;
+      }
       const LoraAttachment& lora = unit.lora();
       if (!lora.defined()) continue;
       Tensor W = plain.params().at(from[unit.weight()].name).value;  // [O, I] = W0 now

@@ -88,6 +88,7 @@ const char* peft_method_name(PeftMethod m) {
     case PeftMethod::Full: return "full";
     case PeftMethod::Partial: return "partial";
     case PeftMethod::Lora: return "lora";
+    case PeftMethod::Ia3: return "ia3";
   }
   return "?";
 }
@@ -99,13 +100,17 @@ nlohmann::json peft_spec_to_json(const PeftSpec& s) {
           {"modules_to_save", s.modules_to_save}, {"r", l.r}, {"alpha", l.alpha},
           {"dropout", l.dropout}, {"use_rslora", l.rslora}, {"use_dora", l.dora},
           {"gaussian_init", l.gaussian_init}, {"target_modules", l.target_modules},
-          {"layers", l.layers}};
+          {"layers", l.layers}, {"ia3_target_modules", s.ia3.target_modules},
+          {"ia3_feedforward_modules", s.ia3.feedforward_modules}};
 }
 
 PeftSpec peft_spec_from_json(const nlohmann::json& j) {
   PeftSpec s;
   const std::string method = j.at("method").get<std::string>();
-  s.method = method == "partial" ? PeftMethod::Partial : method == "lora" ? PeftMethod::Lora : PeftMethod::Full;
+  s.method = method == "partial" ? PeftMethod::Partial
+             : method == "lora"  ? PeftMethod::Lora
+             : method == "ia3"   ? PeftMethod::Ia3
+                                 : PeftMethod::Full;
   s.nf4 = j.value("nf4", false);
   s.double_quant = j.value("double_quant", true);
   s.trainable = j.at("trainable").get<std::vector<std::string>>();
@@ -119,6 +124,8 @@ PeftSpec peft_spec_from_json(const nlohmann::json& j) {
   l.gaussian_init = j.at("gaussian_init").get<bool>();
   l.target_modules = j.at("target_modules").get<std::vector<std::string>>();
   l.layers = j.at("layers").get<std::vector<int64_t>>();
+  s.ia3.target_modules = j.value("ia3_target_modules", std::vector<std::string>{});
+  s.ia3.feedforward_modules = j.value("ia3_feedforward_modules", std::vector<std::string>{});
   return s;
 }
 
@@ -126,47 +133,90 @@ std::string projection_path(int64_t layer, const ProjectionSite& site) {
   return fmt::format("model.layers.{}.{}.{}", layer, site.parent, site.module);
 }
 
-LoraTargets::LoraTargets(const LoraSpec& spec, int64_t num_layers)
+ProjectionTargets::ProjectionTargets(const std::vector<std::string>& targets,
+                                     const std::vector<int64_t>& layers, int64_t num_layers,
+                                     const char* key, const char* method)
     : chosen_(size_t(num_layers * 7), false) {
-  for (int64_t l : spec.layers)
+  for (int64_t l : layers)
     if (l < 0 || l >= num_layers)
       fail("config key 'peft.layers': block {} does not exist (the model has blocks 0..{})", l,
            num_layers - 1);
-  if (spec.target_modules.empty())
-    fail("config key 'peft.target_modules' is empty: name the projections to adapt (e.g. "
-         "[q_proj, v_proj]) or all-linear");
+  if (targets.empty())
+    fail("config key '{}' is empty: name the projections to adapt (e.g. [q_proj, v_proj]) or "
+         "all-linear", key);
   auto layer_on = [&](int64_t l) {
-    if (spec.layers.empty()) return true;
-    for (int64_t x : spec.layers)
+    if (layers.empty()) return true;
+    for (int64_t x : layers)
       if (x == l) return true;
     return false;
   };
-  for (const std::string& target : spec.target_modules) {
+  for (const std::string& target : targets) {
     const bool all = target == "all-linear";
     if (target == "lm_head" || target.ends_with(".lm_head"))
-      fail("config key 'peft.target_modules': LoRA on lm_head is not supported (the head is "
-           "fused with the loss); train it in full with peft.modules_to_save: [lm_head]");
+      fail("config key '{}': {} on lm_head is not supported (the head is fused with the loss); "
+           "train it in full with peft.modules_to_save: [lm_head]", key, method);
     bool any = false;
     for (int64_t l = 0; l < num_layers; ++l)
       for (int s = 0; s < 7; ++s) {
-        if (!all && !module_matches(projection_path(l, kProjectionSites[s]), target,
-                                    "peft.target_modules"))
-          continue;
+        if (!all && !module_matches(projection_path(l, kProjectionSites[s]), target, key)) continue;
         any = true;
         if (layer_on(l)) chosen_[size_t(l * 7 + s)] = true;
       }
     const bool embedding = target == "embed_tokens" || target.ends_with(".embed_tokens");
     const bool norm = target.find("norm") != std::string::npos && !has_regex_syntax(target);
     if (!any && (embedding || norm))
-      fail("config key 'peft.target_modules': '{}' is {}, not a linear projection: {} adapts "
-           "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj and down_proj; train it in full "
-           "with peft.modules_to_save: [{}]", target, embedding ? "an embedding" : "an RMSNorm",
-           spec.dora ? "DoRA" : "LoRA", target);
+      fail("config key '{}': '{}' is {}, not a linear projection: {} adapts q_proj, k_proj, "
+           "v_proj, o_proj, gate_proj, up_proj and down_proj; train it in full with "
+           "peft.modules_to_save: [{}]", key, target, embedding ? "an embedding" : "an RMSNorm",
+           method, target);
     if (!any)
-      fail("config key 'peft.target_modules': '{}' matches no module; the linear modules of "
-           "each block are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (or "
-           "all-linear)", target);
+      fail("config key '{}': '{}' matches no module; the linear modules of each block are "
+           "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (or all-linear)", key,
+           target);
   }
+}
+
+ProjectionTargets lora_targets(const LoraSpec& spec, int64_t num_layers) {
+  return ProjectionTargets(spec.target_modules, spec.layers, num_layers, "peft.target_modules",
+                           spec.dora ? "DoRA" : "LoRA");
+}
+
+namespace {
+const std::vector<std::string> kIa3Targets = {"k_proj", "v_proj", "down_proj"};  // PEFT, Llama
+const std::vector<std::string> kIa3Feedforward = {"down_proj"};
+}  // namespace
+
+ProjectionTargets ia3_targets(const Ia3Spec& spec, int64_t num_layers) {
+  return ProjectionTargets(spec.target_modules.empty() ? kIa3Targets : spec.target_modules, {},
+                           num_layers, "peft.target_modules", "IA3");
+}
+
+ProjectionTargets ia3_feedforward(const Ia3Spec& spec, int64_t num_layers) {
+  const auto& ff = spec.target_modules.empty() && spec.feedforward_modules.empty()
+                       ? kIa3Feedforward : spec.feedforward_modules;
+  if (ff.empty()) return ProjectionTargets();
+  const ProjectionTargets targets = ia3_targets(spec, num_layers);
+  ProjectionTargets out(ff, {}, num_layers, "peft.feedforward_modules", "IA3");
+  for (int64_t l = 0; l < num_layers; ++l)
+    for (int s = 0; s < 7; ++s)
+      if (out.selected(l, s) && !targets.selected(l, s))
+        fail("config key 'peft.feedforward_modules': {} is not among peft.target_modules (PEFT: "
+             "feed-forward modules must be targets)", projection_path(l, kProjectionSites[s]));
+  return out;
+}
+
+Ia3Attachment declare_ia3(ParameterSet& params, const std::string& path, int64_t out, int64_t in,
+                          bool column_parallel, bool feedforward, int tp_size, int tp_rank) {
+  if (feedforward && column_parallel && tp_size > 1)
+    fail("peft: IA3 as a feed-forward module on {} (a column-parallel projection) is not "
+         "supported with tensor parallelism; feed-forward modules are o_proj or down_proj", path);
+  Ia3Attachment a;
+  a.feedforward = feedforward;
+  // Output rows split on a column-parallel base; input columns split on a row-parallel one.
+  const int split = feedforward ? (column_parallel ? -1 : 0) : (column_parallel ? 0 : -1);
+  a.scale = params.declare(path + ".ia3_l", Shape{feedforward ? in : out}, ParamInit::Adapter,
+                           false, split, tp_size, tp_rank);
+  return a;
 }
 
 LoraAttachment declare_lora(ParameterSet& params, const LoraSpec& spec, const std::string& path,
@@ -201,7 +251,7 @@ void mark_trainable(ParameterSet& params, const PeftSpec& spec, const ModelConfi
       for (size_t i : hit) params[i].trainable = true;
     }
   }
-  if (spec.method == PeftMethod::Lora) {
+  if (spec.adapters()) {
     for (const std::string& module : spec.modules_to_save) {
       bool any = false;
       for (auto& p : params.all())
@@ -216,7 +266,7 @@ void mark_trainable(ParameterSet& params, const PeftSpec& spec, const ModelConfi
            "lm_head, embed_tokens, model.norm)", module);
     }
   } else if (!spec.modules_to_save.empty()) {
-    fail("config key 'peft.modules_to_save' applies to peft.method lora, not {}",
+    fail("config key 'peft.modules_to_save' applies to peft.method lora or ia3, not {}",
          peft_method_name(spec.method));
   }
 }

@@ -19,7 +19,7 @@
 
 namespace temper {
 
-enum class PeftMethod { Full, Partial, Lora };
+enum class PeftMethod { Full, Partial, Lora, Ia3 };
 
 struct LoraSpec {
   int64_t r = 8;
@@ -33,6 +33,14 @@ struct LoraSpec {
   float scale() const;
 };
 
+// IA3 (Liu et al. 2022): a learned vector scales each targeted projection's output, or for
+// a feed-forward module its input (PEFT's IA3Config). Empty targets: PEFT's Llama default,
+// k_proj, v_proj and down_proj, with down_proj feed-forward.
+struct Ia3Spec {
+  std::vector<std::string> target_modules;
+  std::vector<std::string> feedforward_modules;
+};
+
 struct PeftSpec {
   PeftMethod method = PeftMethod::Full;
   // QLoRA: the seven projections of every block stored as NF4 (frozen), dequantized where
@@ -41,8 +49,10 @@ struct PeftSpec {
   bool double_quant = true;
   std::vector<std::string> trainable;        // partial: name rules
   LoraSpec lora;
-  std::vector<std::string> modules_to_save;  // lora: trained in full (lm_head, embed_tokens)
-  bool adapters() const { return method == PeftMethod::Lora; }
+  Ia3Spec ia3;
+  std::vector<std::string> modules_to_save;  // lora, ia3: trained in full (lm_head, embed_tokens)
+  // Methods whose result is an adapter beside the frozen base (a PEFT adapter directory).
+  bool adapters() const { return method == PeftMethod::Lora || method == PeftMethod::Ia3; }
 };
 
 const char* peft_method_name(PeftMethod m);
@@ -63,12 +73,14 @@ constexpr ProjectionSite kProjectionSites[7] = {
 // "model.layers.3.self_attn.q_proj"
 std::string projection_path(int64_t layer, const ProjectionSite& site);
 
-// Which projections of which blocks LoRA adapts. Throws when a target module or a layer
-// index matches nothing in a model of `num_layers` blocks.
-class LoraTargets {
+// Which projections of which blocks a method adapts: `targets` (module names, dotted
+// suffixes, regexes, or all-linear) over blocks `layers` (empty: all). Throws when a target
+// or a layer index matches nothing, naming `key` (the config key) and the target.
+class ProjectionTargets {
  public:
-  LoraTargets() = default;  // nothing selected
-  LoraTargets(const LoraSpec& spec, int64_t num_layers);
+  ProjectionTargets() = default;  // nothing selected
+  ProjectionTargets(const std::vector<std::string>& targets, const std::vector<int64_t>& layers,
+                    int64_t num_layers, const char* key, const char* method);
   bool selected(int64_t layer, int site) const {
     return size_t(layer * 7 + site) < chosen_.size() && chosen_[size_t(layer * 7 + site)];
   }
@@ -76,6 +88,17 @@ class LoraTargets {
  private:
   std::vector<bool> chosen_;  // [layer × 7]
 };
+
+// The LoRA / DoRA targets of a spec.
+ProjectionTargets lora_targets(const LoraSpec& spec, int64_t num_layers);
+// IA3's targets and, among them, its feed-forward ones (defaults filled in).
+ProjectionTargets ia3_targets(const Ia3Spec& spec, int64_t num_layers);
+ProjectionTargets ia3_feedforward(const Ia3Spec& spec, int64_t num_layers);
+
+// Declares IA3's vector of projection `path` ([out], or for a feed-forward module [in]),
+// ones at init, split as the output rows or input columns are; PEFT's name <path>.ia3_l.
+Ia3Attachment declare_ia3(ParameterSet& params, const std::string& path, int64_t out, int64_t in,
+                          bool column_parallel, bool feedforward, int tp_size, int tp_rank);
 
 // Declares the adapter of projection `path` whose base is [out, in] (full shapes), split
 // as its site says over tp (DESIGN §5). ParamInit::Adapter: init_lora draws them.

@@ -6,6 +6,8 @@ namespace temper {
 
 void Projection::allocate_acts(ProjectionActs& acts, Arena& arena, DType dtype, int64_t T,
                                const ParameterSet& params) const {
+  if (ia3_.defined() && !ia3_.feedforward)  // the unscaled output
+    acts.z = arena.allocate(dtype, Shape{T, params[weight_].shape[0]});
   if (!lora_.defined()) return;
   acts.hs = arena.allocate(dtype, Shape{T, lora_.r});
   if (!lora_.dora()) return;
@@ -129,12 +131,58 @@ Projection::Grads Projection::backward_common(const ProjectionContext& c, Tensor
   return g;
 }
 
+// IA3. Output scale: z = x·W0ᵀ + b (summed over tp first for a row-parallel base), out =
+// l ⊙ z; dz = l ⊙ dout, dl = Σ_t dout ⊙ z. Input scale (feed-forward): out = (x ⊙ l)·W0ᵀ + b;
+// d(x ⊙ l) = dout·W0, dx += l ⊙ that, dl = Σ_t that ⊙ x (on a row-parallel base each rank
+// holds its columns of x and l, so no sum is needed).
+void Projection::ia3_forward(const ProjectionContext& c, Tensor out, Tensor x, ProjectionActs& acts,
+                             bool row) const {
+  Backend& be = c.backend;
+  const Tensor W = base_weight(c), b = value(c, bias_), l = value(c, ia3_.scale);
+  if (ia3_.feedforward) {
+    Tensor xs = c.scratch.allocate(x.dtype(), x.shape());
+    be.dora_scale_forward(xs, x, l, Tensor{}, Tensor{});
+    be.linear_forward(out, xs, W, b);
+    if (row) c.tp.reduce_row_parallel_output(out);
+    return;
+  }
+  be.linear_forward(acts.z, x, W, b);
+  if (row) c.tp.reduce_row_parallel_output(acts.z);
+  be.dora_scale_forward(out, acts.z, l, Tensor{}, Tensor{});
+}
+
+void Projection::ia3_backward(const ProjectionContext& c, Tensor dx, Tensor dout, Tensor x,
+                              ProjectionActs& acts) const {
+  Backend& be = c.backend;
+  const Tensor W = base_weight(c), l = value(c, ia3_.scale), dl = grad(c, ia3_.scale);
+  if (ia3_.feedforward) {
+    Tensor dxs = c.scratch.allocate(x.dtype(), x.shape());  // d(x ⊙ l)
+    be.zero(dxs);
+    Tensor dW = grad(c, weight_), xs;
+    if (dW.defined()) {  // a trained base weight needs the scaled input
+      xs = c.scratch.allocate(x.dtype(), x.shape());
+      be.dora_scale_forward(xs, x, l, Tensor{}, Tensor{});
+    }
+    be.linear_backward(dxs, dW, grad(c, bias_), dout, xs, W);
+    be.dora_scale_backward(dx, dl, dxs, x, l, Tensor{});
+    return;
+  }
+  Tensor dz = c.scratch.allocate(dout.dtype(), dout.shape());
+  be.zero(dz);
+  be.dora_scale_backward(dz, dl, dout, acts.z, l, Tensor{});
+  be.linear_backward(dx, grad(c, weight_), grad(c, bias_), dz, x, W);
+}
+
 // ---- column-parallel ------------------------------------------------------------------
 
 void ColumnParallelProjection::forward(const ProjectionContext& c, Tensor out, Tensor x,
                                        ProjectionActs& acts) const {
   Backend& be = c.backend;
   Arena::Mark mark = c.scratch.mark();
+  if (ia3_.defined()) {
+    ia3_forward(c, out, x, acts, false);
+    return c.scratch.release(mark);
+  }
   const Tensor W = base_weight(c), b = value(c, bias_);
   if (!lora_.defined()) {
     be.linear_forward(out, x, W, b);
@@ -166,6 +214,10 @@ void ColumnParallelProjection::backward(const ProjectionContext& c, Tensor dx, T
                                         Tensor x, ProjectionActs& acts) const {
   Backend& be = c.backend;
   Arena::Mark mark = c.scratch.mark();
+  if (ia3_.defined()) {
+    ia3_backward(c, dx, dout, x, acts);
+    return c.scratch.release(mark);
+  }
   if (!lora_.defined()) {
     be.linear_backward(dx, grad(c, weight_), grad(c, bias_), dout, x, base_weight(c));
     return c.scratch.release(mark);
@@ -188,6 +240,10 @@ void RowParallelProjection::forward(const ProjectionContext& c, Tensor out, Tens
   Backend& be = c.backend;
   TEMPER_CHECK(bias_ == kNoParam, "{}: a row-parallel projection has no bias", name_);
   Arena::Mark mark = c.scratch.mark();
+  if (ia3_.defined()) {
+    ia3_forward(c, out, x, acts, true);
+    return c.scratch.release(mark);
+  }
   const Tensor W = base_weight(c);
   if (!lora_.defined()) {
     be.linear_forward(out, x, W, Tensor{});
@@ -226,6 +282,10 @@ void RowParallelProjection::backward(const ProjectionContext& c, Tensor dx, Tens
                                      ProjectionActs& acts) const {
   Backend& be = c.backend;
   Arena::Mark mark = c.scratch.mark();
+  if (ia3_.defined()) {
+    ia3_backward(c, dx, dout, x, acts);
+    return c.scratch.release(mark);
+  }
   if (!lora_.defined()) {
     be.linear_backward(dx, grad(c, weight_), Tensor{}, dout, x, base_weight(c));
     return c.scratch.release(mark);

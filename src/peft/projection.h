@@ -41,10 +41,19 @@ struct LoraAttachment {
   bool dora() const { return magnitude != kNoParam; }
 };
 
+// The IA3 vector attached to one projection: it scales the output (x·W0ᵀ + b) ⊙ l, or for
+// a feed-forward module the input: (x ⊙ l)·W0ᵀ + b.
+struct Ia3Attachment {
+  size_t scale = kNoParam;  // ia3_l [out] or [in]
+  bool feedforward = false;
+  bool defined() const { return scale != kNoParam; }
+};
+
 // What one projection's forward keeps for its backward (one micro-batch).
 struct ProjectionActs {
   Tensor hs;     // [T, r]   s·(drop(x)·Aᵀ), whole (summed over tp for a row-parallel base)
-  Tensor z;      // [T, O/tp or O]  DoRA: x·W0ᵀ + hs·Bᵀ, before the rescale, no bias
+  Tensor z;      // [T, O/tp or O]  DoRA: x·W0ᵀ + hs·Bᵀ, before the rescale, no bias;
+                 //                  IA3 (output): x·W0ᵀ + b, before the scale
   Tensor sumsq;  // [O/tp or O] f32  DoRA: Σ_i (W0 + s·B·A)[o, i]² over the whole row
 };
 
@@ -62,12 +71,13 @@ struct ProjectionContext {
 class Projection {
  public:
   // name: the module path ("model.layers.3.self_attn.q_proj"); bias may be kNoParam.
-  Projection(std::string name, size_t weight, size_t bias, LoraAttachment lora)
-      : name_(std::move(name)), weight_(weight), bias_(bias), lora_(lora) {}
+  Projection(std::string name, size_t weight, size_t bias, LoraAttachment lora, Ia3Attachment ia3 = {})
+      : name_(std::move(name)), weight_(weight), bias_(bias), lora_(lora), ia3_(ia3) {}
   const std::string& name() const { return name_; }
   size_t weight() const { return weight_; }
   size_t bias() const { return bias_; }
   const LoraAttachment& lora() const { return lora_; }
+  const Ia3Attachment& ia3() const { return ia3_; }
   // The saved tensors of one micro-batch of T tokens (nothing for a plain projection).
   void allocate_acts(ProjectionActs& acts, Arena& arena, DType dtype, int64_t T,
                      const ParameterSet& params) const;
@@ -101,10 +111,15 @@ class Projection {
   void lora_input_backward(const ProjectionContext& c, Tensor dx, const Grads& g,
                            int64_t full_cols, int64_t col0) const;
   RngStream dropout_stream(const ProjectionContext& c) const;
+  // IA3: out = base(x) with the scale on the output or input; `row` sums the base output
+  // over tp (a row-parallel base) before the output scale.
+  void ia3_forward(const ProjectionContext& c, Tensor out, Tensor x, ProjectionActs& acts, bool row) const;
+  void ia3_backward(const ProjectionContext& c, Tensor dx, Tensor dout, Tensor x, ProjectionActs& acts) const;
 
   std::string name_;
   size_t weight_ = kNoParam, bias_ = kNoParam;
   LoraAttachment lora_;
+  Ia3Attachment ia3_;
 };
 
 // q, k, v, gate, up: W0 [O/tp, I] (rows split), bias [O/tp], A [r, I] whole, B [O/tp, r],

@@ -107,7 +107,7 @@ void for_each_config_field(Config& c, F&& f) {
   f("parallel.timeout_s", q.timeout_s, "a collective not done in this time aborts the job");
 
   auto& e = c.peft;
-  f("peft.method", e.method, "what trains: full | partial | lora (see docs/peft.md)");
+  f("peft.method", e.method, "what trains: full | partial | lora | ia3 (see docs/peft.md)");
   f("peft.trainable", e.trainable,
     "partial: rules of what trains, regexes over parameter names or head, embed, norm, bias, "
     "last:N");
@@ -115,7 +115,10 @@ void for_each_config_field(Config& c, F&& f) {
   f("peft.alpha", e.alpha, "lora: lora_alpha (scale alpha / r, or alpha / sqrt(r) with rslora)");
   f("peft.dropout", e.dropout, "lora: dropout on the adapter's input");
   f("peft.target_modules", e.target_modules,
-    "lora: projections to adapt, e.g. [q_proj, v_proj], or all-linear");
+    "lora, ia3: projections to adapt, e.g. [q_proj, v_proj], or all-linear (empty: PEFT's "
+    "default, lora [q_proj, v_proj], ia3 [k_proj, v_proj, down_proj])");
+  f("peft.feedforward_modules", e.feedforward_modules,
+    "ia3: targets whose input is scaled (empty with empty targets: [down_proj])");
   f("peft.layers", e.layers, "lora: block indices to adapt (empty = all)");
   f("peft.modules_to_save", e.modules_to_save,
     "lora: modules trained in full besides the adapters: lm_head, embed_tokens");

@@ -320,7 +320,7 @@ void validate(const RunConfig& c, const Origins* origins) {
 
   v.one_of("model.quantize", m.quantize, {"", "nf4"});
   const PeftSection& e = c.peft;
-  v.one_of("peft.method", e.method, {"full", "partial", "lora"});
+  v.one_of("peft.method", e.method, {"full", "partial", "lora", "ia3"});
   v.require("peft.r", e.r, e.r > 0, "> 0");
   v.require("peft.alpha", e.alpha, e.alpha > 0, "> 0");
   v.require("peft.dropout", e.dropout, e.dropout >= 0 && e.dropout < 1, "in [0, 1)");
@@ -331,10 +331,15 @@ void validate(const RunConfig& c, const Origins* origins) {
   if (e.method != "partial" && !e.trainable.empty())
     fail("config key 'peft.trainable'{} applies to peft.method partial, not {}",
          v.where("peft.trainable"), e.method);
-  if (e.method != "lora" && (e.use_dora || !c.model.adapter.empty()))
-    fail("config key '{}'{} needs peft.method lora (it is {})",
-         e.use_dora ? "peft.use_dora" : "model.adapter",
-         v.where(e.use_dora ? "peft.use_dora" : "model.adapter"), e.method);
+  if (e.method != "lora" && e.use_dora)
+    fail("config key 'peft.use_dora'{} needs peft.method lora (it is {})", v.where("peft.use_dora"),
+         e.method);
+  if (e.method != "lora" && e.method != "ia3" && !c.model.adapter.empty())
+    fail("config key 'model.adapter'{} needs peft.method lora or ia3 (it is {})",
+         v.where("model.adapter"), e.method);
+  if (e.method != "ia3" && !e.feedforward_modules.empty())
+    fail("config key 'peft.feedforward_modules'{} applies to peft.method ia3, not {}",
+         v.where("peft.feedforward_modules"), e.method);
 
   const CheckpointSection& k = c.checkpoint;
   v.require("checkpoint.every", k.every, k.every >= 0, ">= 0 (0 = only when stopped)");

@@ -116,12 +116,13 @@ struct ParallelSection {  // layout over the ranks mpirun / srun started
 
 // Parameter-efficient fine-tuning (src/peft, docs/peft.md). Keys mirror PEFT's LoraConfig.
 struct PeftSection {
-  std::string method = "full";             // full | partial | lora
+  std::string method = "full";             // full | partial | lora | ia3
   std::vector<std::string> trainable;      // partial: name rules (regex or shortcut)
   int64_t r = 8;                           // lora rank
   double alpha = 8.0;                      // lora_alpha
   double dropout = 0.0;                    // lora_dropout
-  std::vector<std::string> target_modules = {"q_proj", "v_proj"};  // PEFT's Llama default
+  std::vector<std::string> target_modules;  // empty: the method's PEFT default for Llama
+  std::vector<std::string> feedforward_modules;  // ia3: targets scaled at their input
   std::vector<std::string> layers;         // layers_to_transform (empty: all)
   std::vector<std::string> modules_to_save;
   bool use_rslora = false;

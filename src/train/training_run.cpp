@@ -217,7 +217,10 @@ PeftSpec peft_spec_of(const RunConfig& c) {
   PeftSpec spec;
   spec.method = e.method == "partial" ? PeftMethod::Partial
                 : e.method == "lora"  ? PeftMethod::Lora
+                : e.method == "ia3"   ? PeftMethod::Ia3
                                       : PeftMethod::Full;
+  spec.ia3.target_modules = e.target_modules;
+  spec.ia3.feedforward_modules = e.feedforward_modules;
   spec.trainable = e.trainable;
   spec.modules_to_save = e.modules_to_save;
   spec.nf4 = c.model.quantize == "nf4";
@@ -229,7 +232,7 @@ PeftSpec peft_spec_of(const RunConfig& c) {
   l.rslora = e.use_rslora;
   l.dora = e.use_dora;
   l.gaussian_init = e.init == "gaussian";
-  l.target_modules = e.target_modules;
+  if (!e.target_modules.empty()) l.target_modules = e.target_modules;  // else PEFT's [q_proj, v_proj]
   for (const std::string& text : e.layers) {
     char* end = nullptr;
     const long long v = std::strtoll(text.c_str(), &end, 10);

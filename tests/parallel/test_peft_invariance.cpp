@@ -1,4 +1,4 @@
-// PEFT under every layout, through the real launcher: LoRA, DoRA and QLoRA (all linear layers,
+// PEFT under every layout, through the real launcher: LoRA, DoRA, QLoRA and IA3 (all linear layers,
 // dropout 0.1, so the dropout masks must not depend on the layout either) on the tiny
 // model, five steps of one global batch of six micro-batches, as tensor parallelism (tp2),
 // data parallelism with accumulation 3 (dp2), tp2 × dp2 with ZeRO-2, and dp2 with ZeRO-1
@@ -39,10 +39,13 @@ std::string run(const PeftLayout& l, const std::string& method, const std::strin
       "timeout 300 mpirun -np {} --oversubscribe --bind-to none {}/bin/temper train "
       "{}/configs/recipes/tiny.yaml out_dir={} train.steps=5 train.grad_accum={} "
       "train.eval_every=0 train.progress=plain train.recompute={} parallel.zero={} parallel.tp={} "
-      "parallel.timeout_s=120 peft.method=lora peft.r=4 peft.alpha=8 peft.dropout=0.1 "
-      "peft.target_modules=all-linear peft.use_dora={} optim.lr=1e-2 {} {}",
+      "parallel.timeout_s=120 optim.lr=1e-2 {} {} {}",
       l.ranks, TEMPER_BINARY_DIR, TEMPER_SOURCE_DIR, dir.string(), l.accum, l.recompute, l.zero,
-      l.tp, method == "dora",
+      l.tp,
+      // IA3: PEFT's default targets (k, v and down_proj, the last scaled at its input)
+      method == "ia3" ? "peft.method=ia3"
+                      : fmt::format("peft.method=lora peft.r=4 peft.alpha=8 peft.dropout=0.1 "
+                                    "peft.target_modules=all-linear peft.use_dora={}", method == "dora"),
       // QLoRA: NF4 needs input widths (per tp rank) that are multiples of 64
       method == "qlora" ? "model.quantize=nf4 model.hidden_size=128 model.head_dim=32 model.intermediate_size=256" : "",
       extra);
@@ -81,7 +84,7 @@ TEST_P(PeftLayouts, MatchOneProcess) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Methods, PeftLayouts, ::testing::Values("lora", "dora", "qlora"));
+INSTANTIATE_TEST_SUITE_P(Methods, PeftLayouts, ::testing::Values("lora", "dora", "qlora", "ia3"));
 
 // A DoRA checkpoint written by dp2 × ZeRO-2 at step 3 continues under tp2 (the adapters and
 // their AdamW state resharded on load, the frozen base found by its checksum) to step 5

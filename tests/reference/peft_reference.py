@@ -1,6 +1,6 @@
 """Hugging Face PEFT (0.13.2, pinned) on transformers' own model classes, used live by
-tests/reference/test_peft_reference.cpp: the independent implementation our LoRA, rsLoRA
-and DoRA are checked against.
+tests/reference/test_peft_reference.cpp: the independent implementation our LoRA, rsLoRA,
+DoRA and IA3 are checked against.
 
 usage:
   peft_reference.py lora IN OUT
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import transformers
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -51,7 +51,7 @@ def hf_model_from_config(cfg, dtype):
 def load_base(model, tensors):
     """Temper's base tensors into a transformers model; every tensor must be used."""
     sd = {k: v for k, v in tensors.items()
-          if ".lora_" not in k and not k.startswith("batch.") and not k.startswith("mask.")}
+          if ".lora_" not in k and not k.endswith(".ia3_l") and not k.startswith(("batch.", "mask."))}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     tied = model.config.tie_word_embeddings
     missing = [m for m in missing if not (tied and m == "lm_head.weight")]
@@ -94,6 +94,12 @@ def use_masks(peft_model, tensors, p):
 
 
 def lora_config(spec, init=True):
+    """PEFT's config for Temper's spec (LoRA, rsLoRA, DoRA, or IA3)."""
+    if spec["method"] == "ia3":
+        targets = spec["ia3_target_modules"] or ["k_proj", "v_proj", "down_proj"]
+        ff = spec["ia3_feedforward_modules"] or (["down_proj"] if not spec["ia3_target_modules"] else [])
+        return IA3Config(target_modules=targets, feedforward_modules=ff,
+                         modules_to_save=spec["modules_to_save"] or None, task_type="CAUSAL_LM")
     return LoraConfig(
         r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
         target_modules=spec["target_modules"] if spec["target_modules"] != ["all-linear"] else "all-linear",
@@ -146,7 +152,7 @@ def run_lora(inp, outp):
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(tensors[name].double().view_as(p))
-    if spec["dropout"] > 0:
+    if spec["method"] == "lora" and spec["dropout"] > 0:
         use_masks(pm, tensors, spec["dropout"])
     pm.train()
     data = batches(tensors)

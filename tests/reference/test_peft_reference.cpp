@@ -1,4 +1,4 @@
-// LoRA, rsLoRA and DoRA against Hugging Face PEFT 0.13.2 on transformers' own model classes
+// LoRA, rsLoRA, DoRA and IA3 against Hugging Face PEFT 0.13.2 on transformers' own model classes
 // (tests/reference/peft_reference.py), live, on the same weights and batches:
 //   - logits, loss and the gradient of every trainable parameter (float64 autograd there),
 //     also with dropout (PEFT's dropout replaced by the masks we draw);
@@ -47,7 +47,7 @@ ModelConfig tiny(const std::string& type) {
 
 PeftSpec spec_of(const std::string& variant, const ModelConfig& c) {
   PeftSpec s;
-  s.method = PeftMethod::Lora;
+  s.method = variant == "ia3" ? PeftMethod::Ia3 : PeftMethod::Lora;  // IA3: PEFT's default targets
   s.lora.r = 4;
   s.lora.alpha = 8.0;
   s.lora.target_modules = {"all-linear"};
@@ -208,6 +208,8 @@ INSTANTIATE_TEST_SUITE_P(
                       std::pair{std::string("qwen2"), std::string("lora")},
                       std::pair{std::string("qwen2"), std::string("rslora")},
                       std::pair{std::string("qwen2"), std::string("dora")},
+                      std::pair{std::string("llama"), std::string("ia3")},
+                      std::pair{std::string("qwen2"), std::string("ia3")},
                       std::pair{std::string("llama"), std::string("lora_dropout")},
                       std::pair{std::string("qwen2"), std::string("dora_dropout")}),
     [](const auto& info) { return info.param.first + "_" + info.param.second; });
@@ -238,7 +240,8 @@ FilesCase files_case(Backend& cpu, const std::string& type, const std::string& v
   return f;
 }
 
-const std::pair<const char*, const char*> kFilesCases[] = {{"llama", "dora"}, {"qwen2", "lora"}};
+const std::pair<const char*, const char*> kFilesCases[] = {
+    {"llama", "dora"}, {"qwen2", "lora"}, {"qwen2", "ia3"}};
 
 TEST(PeftFiles, PeftLoadsOurAdapterAndWeLoadPeftsAdapter) {
   auto cpu = make_backend("cpu");
@@ -259,6 +262,7 @@ TEST(PeftFiles, PeftLoadsOurAdapterAndWeLoadPeftsAdapter) {
     const PeftAdapter adapter = read_peft_adapter(dir + "/theirs");
     PeftSpec theirs;
     adopt_adapter_structure(theirs, adapter);
+    EXPECT_EQ(theirs.method, f.spec.method);
     EXPECT_EQ(theirs.lora.dora, f.spec.lora.dora);
     Transformer loaded(f.config, *cpu, DType::F32, 1, {}, false, theirs);
     load_hf_weights(loaded, dir + "/base");

@@ -62,17 +62,19 @@ void CpuBackend::row_sum_squares(Tensor sumsq, Tensor w) {
   }
 }
 
-// out[T,O] = magnitude / sqrt(sumsq) ⊙ z + bias
+// out[T,O] = magnitude / sqrt(sumsq) ⊙ z + bias (sumsq undefined: 1)
 void CpuBackend::dora_scale_forward(Tensor out, Tensor z, Tensor magnitude, Tensor sumsq,
                                     Tensor bias) {
   expect_rank(z, DType::F32, 2, "dora_scale_forward: z");
   const int64_t T = z.size(0), O = z.size(1);
   expect_f32(out, {T, O}, "dora_scale_forward: out");
   expect_f32(magnitude, {O}, "dora_scale_forward: magnitude");
-  expect_f32(sumsq, {O}, "dora_scale_forward: sumsq");
+  expect_f32_opt(sumsq, {O}, "dora_scale_forward: sumsq");
   expect_f32_opt(bias, {O}, "dora_scale_forward: bias");
   std::vector<float> c(static_cast<size_t>(O));  // [O] the per-row scale
-  for (int64_t o = 0; o < O; ++o) c[o] = magnitude.ptr<float>()[o] / std::sqrt(sumsq.ptr<float>()[o]);
+  for (int64_t o = 0; o < O; ++o)
+    c[o] = sumsq.defined() ? magnitude.ptr<float>()[o] / std::sqrt(sumsq.ptr<float>()[o])
+                           : magnitude.ptr<float>()[o];
   const float* pz = z.ptr<float>();
   const float* pb = bias.defined() ? bias.ptr<float>() : nullptr;
   float* po = out.ptr<float>();
@@ -81,24 +83,27 @@ void CpuBackend::dora_scale_forward(Tensor out, Tensor z, Tensor magnitude, Tens
     for (int64_t o = 0; o < O; ++o) po[t * O + o] = c[o] * pz[t * O + o] + (pb ? pb[o] : 0.0f);
 }
 
-// dz += c ⊙ dout;  dmagnitude[o] += Σ_t dout[t,o] z[t,o] / sqrt(sumsq[o]) (rows in order)
+// dz += c ⊙ dout;  dmagnitude[o] += Σ_t dout[t,o] z[t,o] / sqrt(sumsq[o]) (rows in order;
+// sumsq undefined: 1)
 void CpuBackend::dora_scale_backward(Tensor dz, Tensor dmagnitude, Tensor dout, Tensor z,
                                      Tensor magnitude, Tensor sumsq) {
   expect_rank(dout, DType::F32, 2, "dora_scale_backward: dout");
   const int64_t T = dout.size(0), O = dout.size(1);
-  expect_f32(sumsq, {O}, "dora_scale_backward: sumsq");
+  expect_f32_opt(sumsq, {O}, "dora_scale_backward: sumsq");
   expect_f32_opt(dz, {T, O}, "dora_scale_backward: dz");
   expect_f32_opt(dmagnitude, {O}, "dora_scale_backward: dmagnitude");
   if (dz.defined()) expect_f32(magnitude, {O}, "dora_scale_backward: magnitude");
   if (dmagnitude.defined()) expect_f32(z, {T, O}, "dora_scale_backward: z");
   const float* g = dout.ptr<float>();  // [T, O]
-  const float* ps = sumsq.ptr<float>();
+  std::vector<float> inv(static_cast<size_t>(O), 1.0f);  // [O] 1 / sqrt(sumsq)
+  if (sumsq.defined())
+    for (int64_t o = 0; o < O; ++o) inv[o] = 1.0f / std::sqrt(sumsq.ptr<float>()[o]);
   if (dz.defined()) {
     const float* pm = magnitude.ptr<float>();
     float* pd = dz.ptr<float>();
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < T; ++t)
-      for (int64_t o = 0; o < O; ++o) pd[t * O + o] += pm[o] / std::sqrt(ps[o]) * g[t * O + o];
+      for (int64_t o = 0; o < O; ++o) pd[t * O + o] += pm[o] * inv[o] * g[t * O + o];
   }
   if (dmagnitude.defined()) {
     const float* pz = z.ptr<float>();
@@ -110,7 +115,7 @@ void CpuBackend::dora_scale_backward(Tensor dz, Tensor dmagnitude, Tensor dout, 
       float acc[kColumnBlock] = {};  // [block]
       for (int64_t t = 0; t < T; ++t)
         for (int64_t o = o0; o < o1; ++o) acc[o - o0] += g[t * O + o] * pz[t * O + o];
-      for (int64_t o = o0; o < o1; ++o) pdm[o] += acc[o - o0] / std::sqrt(ps[o]);
+      for (int64_t o = o0; o < o1; ++o) pdm[o] += acc[o - o0] * inv[o];
     }
   }
 }

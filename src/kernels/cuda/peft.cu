@@ -61,7 +61,7 @@ __global__ void dora_forward_kernel(T* __restrict__ out, const T* __restrict__ z
   const int64_t n = rows * cols;
   for (int64_t i = cuda::global_index(); i < n; i += cuda::grid_stride()) {
     const int64_t o = i % cols;
-    const float c = to_f32(magnitude[o]) * rsqrtf(sumsq[o]);
+    const float c = to_f32(magnitude[o]) * (sumsq ? rsqrtf(sumsq[o]) : 1.0f);
     out[i] = from_f32<T>(c * to_f32(z[i]) + (bias ? to_f32(bias[o]) : 0.0f));
   }
 }
@@ -74,7 +74,7 @@ __global__ void dora_dz_kernel(T* __restrict__ dz, const T* __restrict__ dout,
   const int64_t n = rows * cols;
   for (int64_t i = cuda::global_index(); i < n; i += cuda::grid_stride()) {
     const int64_t o = i % cols;
-    const float c = to_f32(magnitude[o]) * rsqrtf(sumsq[o]);
+    const float c = to_f32(magnitude[o]) * (sumsq ? rsqrtf(sumsq[o]) : 1.0f);
     dz[i] = from_f32<T>(to_f32(dz[i]) + c * to_f32(dout[i]));
   }
 }
@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(kColTile* kRowGroups)
     __syncthreads();
   }
   if (ty == 0 && o < cols)
-    dmagnitude[o] = from_f32<T>(to_f32(dmagnitude[o]) + partial[0][tx] * rsqrtf(sumsq[o]));
+    dmagnitude[o] = from_f32<T>(to_f32(dmagnitude[o]) + partial[0][tx] * (sumsq ? rsqrtf(sumsq[o]) : 1.0f));
 }
 
 // One thread per byte: elements 2p (high nibble) and 2p + 1 of this rank's [rows, cols]
@@ -212,18 +212,18 @@ void CudaBackend::dora_scale_forward(Tensor out, Tensor z, Tensor magnitude, Ten
   const int64_t T = z.size(0), O = z.size(1);
   cuda::expect_shape(out, dt, {T, O}, op, "out");
   cuda::expect_shape(magnitude, dt, {O}, op, "magnitude");
-  cuda::expect_shape(sumsq, DType::F32, {O}, op, "sumsq");
+  if (sumsq.defined()) cuda::expect_shape(sumsq, DType::F32, {O}, op, "sumsq");
   if (bias.defined()) cuda::expect_shape(bias, dt, {O}, op, "bias");
   expect_here(z, op, "z");
   expect_here(out, op, "out");
   expect_here(magnitude, op, "magnitude");
-  expect_here(sumsq, op, "sumsq");
+  if (sumsq.defined()) expect_here(sumsq, op, "sumsq");
   if (bias.defined()) expect_here(bias, op, "bias");
   if (T * O == 0) return;
   dispatch_float(dt, op, [&](auto tag) {
     using S = decltype(tag);
     dora_forward_kernel<S><<<cuda::grid_for(T * O), cuda::kThreads, 0, stream_>>>(
-        out.ptr<S>(), z.ptr<S>(), magnitude.ptr<S>(), sumsq.ptr<float>(),
+        out.ptr<S>(), z.ptr<S>(), magnitude.ptr<S>(), sumsq.defined() ? sumsq.ptr<float>() : nullptr,
         bias.defined() ? bias.ptr<S>() : nullptr, T, O);
     cuda_check_last_launch("dora_forward_kernel");
   });
@@ -235,9 +235,10 @@ void CudaBackend::dora_scale_backward(Tensor dz, Tensor dmagnitude, Tensor dout,
   expect_2d(dout, op, "dout");
   const DType dt = dout.dtype();
   const int64_t T = dout.size(0), O = dout.size(1);
-  cuda::expect_shape(sumsq, DType::F32, {O}, op, "sumsq");
+  if (sumsq.defined()) cuda::expect_shape(sumsq, DType::F32, {O}, op, "sumsq");
   expect_here(dout, op, "dout");
-  expect_here(sumsq, op, "sumsq");
+  if (sumsq.defined()) expect_here(sumsq, op, "sumsq");
+  const float* ss = sumsq.defined() ? sumsq.ptr<float>() : nullptr;
   if (dz.defined()) {
     cuda::expect_shape(dz, dt, {T, O}, op, "dz");
     cuda::expect_shape(magnitude, dt, {O}, op, "magnitude");
@@ -255,13 +256,13 @@ void CudaBackend::dora_scale_backward(Tensor dz, Tensor dmagnitude, Tensor dout,
     using S = decltype(tag);
     if (dz.defined()) {
       dora_dz_kernel<S><<<cuda::grid_for(T * O), cuda::kThreads, 0, stream_>>>(
-          dz.ptr<S>(), dout.ptr<S>(), magnitude.ptr<S>(), sumsq.ptr<float>(), T, O);
+          dz.ptr<S>(), dout.ptr<S>(), magnitude.ptr<S>(), ss, T, O);
       cuda_check_last_launch("dora_dz_kernel");
     }
     if (dmagnitude.defined()) {
       const auto blocks = unsigned((O + kColTile - 1) / kColTile);
       dora_dmagnitude_kernel<S><<<blocks, dim3(kColTile, kRowGroups), 0, stream_>>>(
-          dmagnitude.ptr<S>(), dout.ptr<S>(), z.ptr<S>(), sumsq.ptr<float>(), T, O);
+          dmagnitude.ptr<S>(), dout.ptr<S>(), z.ptr<S>(), ss, T, O);
       cuda_check_last_launch("dora_dmagnitude_kernel");
     }
   });
