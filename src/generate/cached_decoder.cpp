@@ -22,6 +22,9 @@ CachedDecoder::CachedDecoder(Transformer& model, int64_t capacity)
     fail("CachedDecoder: capacity {} must be in [1, max_position_embeddings = {}]", capacity,
          c.max_position_embeddings);
   ParameterSet& ps = model.params();
+  const PeftMethod m = model.peft().method;
+  if (m == PeftMethod::PromptTuning || m == PeftMethod::PTuning || m == PeftMethod::PrefixTuning)
+    fail("CachedDecoder: generation with a {} adapter is not supported yet", peft_method_name(m));
   for (const Parameter& p : ps.all())
     if (p.shards > 1)
       fail("CachedDecoder: '{}' is a tensor-parallel shard; generation needs the whole model",

@@ -136,6 +136,12 @@ class Backend {
   virtual void dora_scale_backward(Tensor dz, Tensor dmagnitude, Tensor dout, Tensor z,
                                    Tensor magnitude, Tensor sumsq) = 0;
 
+  // Elementwise activations of the small PEFT networks (prefix and prompt encoders,
+  // bottleneck adapters): out = f(x); backward dx += f'(x) ⊙ dout (x the forward input).
+  enum class Activation { Relu, Tanh, Silu };
+  virtual void activation_forward(Tensor out, Tensor x, Activation f) = 0;
+  virtual void activation_backward(Tensor dx, Tensor dout, Tensor x, Activation f) = 0;
+
   // out[rows, cols] = the dequantized weight (code[index] · absmax of its block), in out's
   // dtype. cols and col0 must be multiples of 64 (blocks never straddle rows or shards).
   virtual void nf4_dequantize(Tensor out, const Nf4Weight& w) = 0;

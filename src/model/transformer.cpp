@@ -39,6 +39,7 @@ struct Transformer::Acts {
 
 struct Transformer::Inputs {
   int64_t T = 0;
+  std::vector<int64_t> prompt_rows, real_rows;  // soft prompts: first virtual rows, real tokens
   int64_t targets_counted = 0;                 // targets != -100 in the batch
   Tensor ids, targets, positions, cu_seqlens;  // i32 [T], [T], [T], [N+1]
   std::vector<Tensor> residuals;               // L+1 × [T, C]
@@ -68,7 +69,9 @@ Transformer::Transformer(const ModelConfig& config, Backend& backend, DType dtyp
                      lp.up.weight(), lp.down.weight()})
       projection_weights.push_back(w);
   mark_quantized(params_, peft_, projection_weights);
-  lowest_trained_block_ = params_[embed_].trainable ? 0 : config_.num_hidden_layers;
+  lowest_trained_block_ = config_.num_hidden_layers;
+  for (size_t i = embed_; i < embed_group_end_; ++i)  // the embedding or a soft prompt
+    if (params_[i].trainable) lowest_trained_block_ = 0;
   for (size_t l = layers_.size(); l-- > 0;)
     for (size_t i = layers_[l].first; i < layers_[l].end; ++i)
       if (params_[i].trainable) lowest_trained_block_ = std::min<int64_t>(lowest_trained_block_, int64_t(l));
@@ -101,6 +104,16 @@ void Transformer::declare_parameters() {
     return params_.declare(std::move(name), Shape{len}, init, true, split, n, r);
   };
   embed_ = matrix("model.embed_tokens.weight", V, C, kRows);
+  // Soft prompts whose gradients are final only after the whole backward: the embedding's group.
+  const PromptSpec& ps = peft_.prompt;
+  if (peft_.virtual_tokens())
+    virtual_ = VirtualTokens(params_, ps.num_virtual_tokens, C, peft_.method == PeftMethod::PTuning,
+                             ps.encoder_hidden_size);
+  if (peft_.method == PeftMethod::PrefixTuning) {
+    prefix_ = PrefixKv(ps.num_virtual_tokens, c.num_hidden_layers, c.kv_dim(), n, r);
+    if (ps.prefix_projection) prefix_.declare_encoder(params_, C, ps.encoder_hidden_size);
+  }
+  embed_group_end_ = params_.size();
   const bool lora = peft_.method == PeftMethod::Lora, ia3 = peft_.method == PeftMethod::Ia3;
   const ProjectionTargets targets = lora  ? lora_targets(peft_.lora, c.num_hidden_layers)
                                     : ia3 ? ia3_targets(peft_.ia3, c.num_hidden_layers)
@@ -126,6 +139,25 @@ void Transformer::declare_parameters() {
     const size_t gate = matrix(p + "mlp.gate_proj.weight", F, C, kRows);
     const size_t up = matrix(p + "mlp.up_proj.weight", F, C, kRows);
     const size_t down = matrix(p + "mlp.down_proj.weight", C, F, kColumns);
+    if (prefix_.defined() && !ps.prefix_projection) prefix_.declare_layer(params_, l);
+    // Bottleneck adapters after attention (Houlsby) and after the MLP, AdapterHub's names
+    // without the adapter's own name.
+    auto bottleneck = [&](const char* where) {
+      const int64_t b = C / peft_.bottleneck.reduction_factor;
+      if (b < 1) fail("config key 'peft.reduction_factor' = {}: the bottleneck of width {} / {} is empty",
+                      peft_.bottleneck.reduction_factor, C, peft_.bottleneck.reduction_factor);
+      const std::string a = p + where;
+      BottleneckAttachment at;
+      at.down = params_.declare(a + ".adapter_down.0.weight", Shape{b, C}, ParamInit::Adapter, false);
+      at.down_bias = params_.declare(a + ".adapter_down.0.bias", Shape{b}, ParamInit::Adapter, true);
+      at.up = params_.declare(a + ".adapter_up.weight", Shape{C, b}, ParamInit::Adapter, false);
+      at.up_bias = params_.declare(a + ".adapter_up.bias", Shape{C}, ParamInit::Adapter, true);
+      return at;
+    };
+    const bool adapters = peft_.method == PeftMethod::Adapter;
+    const BottleneckAttachment after_attention =
+        adapters && !peft_.bottleneck.mlp_only ? bottleneck("attention_adapters") : BottleneckAttachment{};
+    const BottleneckAttachment after_mlp = adapters ? bottleneck("output_adapters") : BottleneckAttachment{};
     // Adapters follow the block's base parameters, so the block stays one gradient group.
     auto unit = [&](int site, size_t weight, size_t bias, int64_t out, int64_t in) {
       const ProjectionSite& s = kProjectionSites[site];
@@ -140,14 +172,16 @@ void Transformer::declare_parameters() {
       return std::tuple{path, weight, bias, lora_adapter, ia3_vector};
     };
     auto column = [&](auto t) { return std::make_from_tuple<ColumnParallelProjection>(t); };
-    auto row = [&](auto t) { return std::make_from_tuple<RowParallelProjection>(t); };
+    auto row = [&](auto t, BottleneckAttachment at) {
+      return std::make_from_tuple<RowParallelProjection>(std::tuple_cat(t, std::tuple{at}));
+    };
     lp.q = column(unit(0, q, q_bias, c.q_dim(), C));
     lp.k = column(unit(1, k, k_bias, c.kv_dim(), C));
     lp.v = column(unit(2, v, v_bias, c.kv_dim(), C));
-    lp.o = row(unit(3, o, kNoParam, C, c.q_dim()));
+    lp.o = row(unit(3, o, kNoParam, C, c.q_dim()), after_attention);
     lp.gate = column(unit(4, gate, kNoParam, F, C));
     lp.up = column(unit(5, up, kNoParam, F, C));
-    lp.down = row(unit(6, down, kNoParam, C, F));
+    lp.down = row(unit(6, down, kNoParam, C, F), after_mlp);
     lp.end = params_.size();
     layers_.push_back(lp);
   }
@@ -183,6 +217,15 @@ ProjectionContext Transformer::projection_context(bool training) {
 void Transformer::init_adapters(uint64_t seed) {
   act_arena_->reset();
   ProjectionContext pc = projection_context(false);
+  if (virtual_.defined()) virtual_.init(params_, seed);
+  if (prefix_.defined()) prefix_.init(params_, seed);
+  for (const LayerParams& lp : layers_)
+    for (const RowParallelProjection* unit : {&lp.o, &lp.down}) {
+      const BottleneckAttachment& a = unit->adapter();
+      if (!a.defined()) continue;  // near identity: down N(0, 0.02), up and biases 0
+      params_.draw(a.down, seed, Draw::Normal, 0.02f);
+      for (size_t i : {a.down_bias, a.up, a.up_bias}) backend_.zero(params_[i].value);
+    }
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l)
     for (int s = 0; s < 7; ++s) {
       const bool column = kProjectionSites[s].column_parallel;
@@ -215,10 +258,17 @@ Tensor Transformer::grad_or_none(size_t index) {
 
 size_t Transformer::activation_peak_bytes() const { return act_arena_->peak_bytes(); }
 
-Transformer::Inputs Transformer::upload(const MicroBatch& batch) {
-  batch.validate(config_.vocab_size, config_.max_position_embeddings);
+Transformer::Inputs Transformer::upload(const MicroBatch& original) {
+  original.validate(config_.vocab_size, config_.max_position_embeddings);
   act_arena_->reset();
   Inputs in;
+  // Soft prompts: virtual token slots before each document, or positions after the prefix.
+  const int64_t shift = virtual_.defined() ? virtual_.count() : prefix_.count();
+  MicroBatch expanded;
+  if (shift > 0)
+    expanded = with_soft_prompt(original, virtual_.count(), shift, config_.max_position_embeddings,
+                                &in.prompt_rows, &in.real_rows);
+  const MicroBatch& batch = shift > 0 ? expanded : original;
   in.T = batch.tokens();
   const int64_t T = in.T, N = int64_t(batch.cu_seqlens.size()) - 1;
   in.ids = act_arena_->allocate(DType::I32, Shape{T});
@@ -259,7 +309,7 @@ void Transformer::allocate_acts(Acts& a, int64_t T, int64_t layer) {
       const Projection& p = kProjectionSites[s].column_parallel
                                 ? static_cast<const Projection&>(column_projection(l, s))
                                 : static_cast<const Projection&>(row_projection(l, s));
-      if (!p.lora().defined() && !p.ia3().defined()) continue;
+      if (!p.saves_acts()) continue;
       p.allocate_acts(a.proj[s], *act_arena_, dtype_, T, params_);
       break;
     }
@@ -284,8 +334,11 @@ void Transformer::block_forward(int l, Tensor res_in, Tensor res_out, Acts& a, c
   Tensor v3 = a.v.view(Shape{T, kv_heads_, D});
   backend_.rope_forward(q3, in.positions, rope_cos_, rope_sin_);
   backend_.rope_forward(k3, in.positions, rope_cos_, rope_sin_);
+  const Shape prefix_shape{prefix_.count(), kv_heads_, D};  // prefix tuning's keys / values
+  const Tensor pk = prefix_.defined() ? prefix_.key(params_, l).view(prefix_shape) : Tensor{};
+  const Tensor pv = prefix_.defined() ? prefix_.value(params_, l).view(prefix_shape) : Tensor{};
   backend_.attention_forward(a.att.view(Shape{T, heads_, D}), a.lse, q3, k3, v3,
-                             in.cu_seqlens, window, Tensor{}, Tensor{});
+                             in.cu_seqlens, window, pk, pv);
   // res_mid = res_in + o_proj(att); the projection is written to res_out as scratch.
   lp.o.forward(pc, res_out, a.att, a.proj[3]);
   backend_.add(a.res_mid, res_in, res_out);
@@ -329,10 +382,17 @@ void Transformer::block_backward(int l, Tensor res_in, Tensor dres, Acts& a, con
   Tensor datt = scratch(heads_ * D), dq = scratch(heads_ * D);
   Tensor dk = scratch(kv_heads_ * D), dv = scratch(kv_heads_ * D);
   lp.o.backward(pc, datt, dres, a.att, a.proj[3]);
-  const Shape qs{T, heads_, D}, ks{T, kv_heads_, D};
+  const Shape qs{T, heads_, D}, ks{T, kv_heads_, D}, prefix_shape{prefix_.count(), kv_heads_, D};
+  Tensor pk, pv, dpk, dpv;  // prefix tuning
+  if (prefix_.defined()) {
+    pk = prefix_.key(params_, l).view(prefix_shape);
+    pv = prefix_.value(params_, l).view(prefix_shape);
+    dpk = prefix_.key_grad(params_, l).view(prefix_shape);
+    dpv = prefix_.value_grad(params_, l).view(prefix_shape);
+  }
   backend_.attention_backward(dq.view(qs), dk.view(ks), dv.view(ks), datt.view(qs), a.q.view(qs),
                               a.k.view(ks), a.v.view(ks), a.att.view(qs), a.lse, in.cu_seqlens,
-                              window, Tensor{}, Tensor{}, Tensor{}, Tensor{});
+                              window, pk, pv, dpk, dpv);
   backend_.rope_backward(dq.view(qs), in.positions, rope_cos_, rope_sin_);
   backend_.rope_backward(dk.view(ks), in.positions, rope_cos_, rope_sin_);
   backend_.zero(dln);
@@ -357,6 +417,12 @@ void Transformer::forward_trunk(Inputs& in, bool for_backward) {
 
   backend_.embedding_forward(in.residuals[0], in.ids, params_[embed_].value);
   tp_.reduce_embedding_output(in.residuals[0]);
+  if (virtual_.defined()) {  // the prompt into every document's virtual slots
+    const Tensor prompt = virtual_.forward(backend_, params_, *act_arena_);  // [N, C]
+    for (int64_t row : in.prompt_rows)
+      backend_.copy(in.residuals[0].slice_rows(row, row + virtual_.count()), prompt);
+  }
+  if (prefix_.defined()) prefix_.forward(backend_, params_, *act_arena_, tp_);
   for (int64_t l = 0; l < L; ++l) {
     Tensor res_in = for_backward ? in.residuals[l] : in.residuals[l % 2];
     Tensor res_out = for_backward ? in.residuals[l + 1] : in.residuals[(l + 1) % 2];
@@ -390,7 +456,7 @@ LossSum Transformer::forward_backward(const MicroBatch& batch, float grad_scale)
   // Gradient storage (ZeRO-2): a tied embedding is written first (as the head) and done
   // last, so it is bound first; then the final norm and an untied head.
   const bool tied = lm_head_ == embed_;
-  if (grad_bind_ && tied) grad_bind_(embed_, embed_ + 1);
+  if (grad_bind_ && tied) grad_bind_(embed_, embed_group_end_);
   if (grad_bind_) grad_bind_(final_norm_, params_.size());
   LossSum loss = lm_head_loss(in, dlnf, grad_or_none(lm_head_), grad_scale);
   backend_.rmsnorm_backward(dres, grad_or_none(final_norm_), dlnf, in.residuals[L],
@@ -408,16 +474,24 @@ LossSum Transformer::forward_backward(const MicroBatch& batch, float grad_scale)
     block_backward(int(l), in.residuals[l], dres, a, in);
     if (grad_ready_) grad_ready_(layers_[l].first, layers_[l].end);
   }
-  if (grad_bind_ && !tied) grad_bind_(embed_, embed_ + 1);
+  if (grad_bind_ && !tied) grad_bind_(embed_, embed_group_end_);
+  if (prefix_.defined()) prefix_.backward(backend_, params_, *act_arena_, tp_);
+  if (virtual_.defined()) {  // the prompt's gradient: its rows of every document
+    Tensor dprompt = act_arena_->allocate(dtype_, Shape{virtual_.count(), C});
+    backend_.zero(dprompt);
+    for (int64_t row : in.prompt_rows)
+      backend_.add(dprompt, dprompt, dres.slice_rows(row, row + virtual_.count()));
+    virtual_.backward(backend_, params_, *act_arena_, dprompt);
+  }
   if (params_[embed_].trainable) backend_.embedding_backward(params_[embed_].grad, dres, in.ids);
-  if (grad_ready_) grad_ready_(embed_, embed_ + 1);
+  if (grad_ready_) grad_ready_(embed_, embed_group_end_);
   return loss;
 }
 
 std::vector<std::pair<size_t, size_t>> Transformer::gradient_groups() const {
   std::vector<std::pair<size_t, size_t>> g = {{final_norm_, params_.size()}};
   for (size_t l = layers_.size(); l-- > 0;) g.emplace_back(layers_[l].first, layers_[l].end);
-  g.emplace_back(embed_, embed_ + 1);
+  g.emplace_back(embed_, embed_group_end_);
   return g;
 }
 
@@ -470,7 +544,10 @@ std::vector<float> Transformer::logits(const MicroBatch& batch) {
     backend_.copy(f, out);
     backend_.copy_to_host(host.data(), f);
   }
-  return host;
+  if (in.prompt_rows.empty()) return host;
+  std::vector<float> real;  // without the virtual tokens' rows: one row per batch token
+  for (int64_t row : in.real_rows) real.insert(real.end(), host.begin() + row * V, host.begin() + (row + 1) * V);
+  return real;
 }
 
 }  // namespace temper

@@ -13,6 +13,7 @@
 #include "model/parameters.h"
 #include "parallel/tensor_parallel.h"
 #include "peft/peft.h"
+#include "peft/prompts.h"
 
 namespace temper {
 
@@ -107,6 +108,9 @@ class Transformer {
   ParameterSet params_;
   std::vector<LayerParams> layers_;
   size_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;
+  size_t embed_group_end_ = 0;  // the embedding's gradient group: it and the soft prompts
+  VirtualTokens virtual_;       // prompt tuning, P-tuning
+  PrefixKv prefix_;             // prefix tuning, P-tuning v2
   bool recompute_ = false;
   bool training_ = false;  // forward_backward: dropout on
   int64_t lowest_trained_block_ = 0;  // backward stops there (a frozen embedding needs no more)

@@ -17,6 +17,8 @@
 //                                                         -> reduce_lora_column_hidden_grad
 //   DoRA on a row-parallel base: each row's Σ w² is split over the columns
 //                                                         -> reduce_dora_row_norms
+//   prefix tuning's encoder (replicated): each rank has the gradient of its own heads'
+//       columns of the encoder output                     -> reduce_prefix_encoder_grad
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -44,6 +46,7 @@ class TensorParallel {
   void reduce_lora_row_hidden(Tensor h) const { sum(h); }
   void reduce_lora_column_hidden_grad(Tensor dh) const { sum(dh); }
   void reduce_dora_row_norms(Tensor sumsq) const { sum(sumsq); }
+  void reduce_prefix_encoder_grad(Tensor dout) const { sum(dout); }
   // all[R, n, 3] = every rank's mine[n, 3], in rank order.
   void gather_cross_entropy_partials(Tensor all, Tensor mine) const;
 

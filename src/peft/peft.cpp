@@ -89,8 +89,21 @@ const char* peft_method_name(PeftMethod m) {
     case PeftMethod::Partial: return "partial";
     case PeftMethod::Lora: return "lora";
     case PeftMethod::Ia3: return "ia3";
+    case PeftMethod::PromptTuning: return "prompt_tuning";
+    case PeftMethod::PTuning: return "p_tuning";
+    case PeftMethod::PrefixTuning: return "prefix_tuning";
+    case PeftMethod::Adapter: return "adapter";
   }
   return "?";
+}
+
+PeftMethod peft_method_of(const std::string& name) {
+  for (PeftMethod m : {PeftMethod::Full, PeftMethod::Partial, PeftMethod::Lora, PeftMethod::Ia3,
+                       PeftMethod::PromptTuning, PeftMethod::PTuning, PeftMethod::PrefixTuning,
+                       PeftMethod::Adapter})
+    if (name == peft_method_name(m)) return m;
+  fail("peft.method '{}': expected full, partial, lora, ia3, prompt_tuning, p_tuning, "
+       "prefix_tuning or adapter", name);
 }
 
 nlohmann::json peft_spec_to_json(const PeftSpec& s) {
@@ -101,16 +114,17 @@ nlohmann::json peft_spec_to_json(const PeftSpec& s) {
           {"dropout", l.dropout}, {"use_rslora", l.rslora}, {"use_dora", l.dora},
           {"gaussian_init", l.gaussian_init}, {"target_modules", l.target_modules},
           {"layers", l.layers}, {"ia3_target_modules", s.ia3.target_modules},
-          {"ia3_feedforward_modules", s.ia3.feedforward_modules}};
+          {"ia3_feedforward_modules", s.ia3.feedforward_modules},
+          {"num_virtual_tokens", s.prompt.num_virtual_tokens}, {"init_text", s.prompt.init_text},
+          {"prefix_projection", s.prompt.prefix_projection},
+          {"encoder_hidden_size", s.prompt.encoder_hidden_size},
+          {"reduction_factor", s.bottleneck.reduction_factor}, {"mlp_only", s.bottleneck.mlp_only}};
 }
 
 PeftSpec peft_spec_from_json(const nlohmann::json& j) {
   PeftSpec s;
   const std::string method = j.at("method").get<std::string>();
-  s.method = method == "partial" ? PeftMethod::Partial
-             : method == "lora"  ? PeftMethod::Lora
-             : method == "ia3"   ? PeftMethod::Ia3
-                                 : PeftMethod::Full;
+  s.method = peft_method_of(method);
   s.nf4 = j.value("nf4", false);
   s.double_quant = j.value("double_quant", true);
   s.trainable = j.at("trainable").get<std::vector<std::string>>();
@@ -126,6 +140,12 @@ PeftSpec peft_spec_from_json(const nlohmann::json& j) {
   l.layers = j.at("layers").get<std::vector<int64_t>>();
   s.ia3.target_modules = j.value("ia3_target_modules", std::vector<std::string>{});
   s.ia3.feedforward_modules = j.value("ia3_feedforward_modules", std::vector<std::string>{});
+  s.prompt.num_virtual_tokens = j.value("num_virtual_tokens", int64_t(20));
+  s.prompt.init_text = j.value("init_text", std::string());
+  s.prompt.prefix_projection = j.value("prefix_projection", false);
+  s.prompt.encoder_hidden_size = j.value("encoder_hidden_size", int64_t(0));
+  s.bottleneck.reduction_factor = j.value("reduction_factor", int64_t(16));
+  s.bottleneck.mlp_only = j.value("mlp_only", false);
   return s;
 }
 

@@ -19,7 +19,7 @@
 
 namespace temper {
 
-enum class PeftMethod { Full, Partial, Lora, Ia3 };
+enum class PeftMethod { Full, Partial, Lora, Ia3, PromptTuning, PTuning, PrefixTuning, Adapter };
 
 struct LoraSpec {
   int64_t r = 8;
@@ -41,8 +41,25 @@ struct Ia3Spec {
   std::vector<std::string> feedforward_modules;
 };
 
+// Soft prompts (peft/prompts.h): prompt tuning, P-tuning, prefix tuning / P-tuning v2.
+struct PromptSpec {
+  int64_t num_virtual_tokens = 20;
+  std::string init_text;             // prompt tuning: PEFT's TEXT init (else random)
+  bool prefix_projection = false;    // prefix tuning: PEFT's reparameterisation MLP
+  int64_t encoder_hidden_size = 0;   // p_tuning, prefix projection: MLP width (0: hidden)
+};
+
+// Bottleneck adapters (Houlsby): after attention and after the MLP, or (Pfeiffer) after
+// the MLP only; width hidden / reduction_factor.
+struct BottleneckSpec {
+  int64_t reduction_factor = 16;
+  bool mlp_only = false;  // Pfeiffer's placement
+};
+
 struct PeftSpec {
   PeftMethod method = PeftMethod::Full;
+  PromptSpec prompt;
+  BottleneckSpec bottleneck;
   // QLoRA: the seven projections of every block stored as NF4 (frozen), dequantized where
   // they are used (model.quantize: nf4, model.double_quant).
   bool nf4 = false;
@@ -52,10 +69,12 @@ struct PeftSpec {
   Ia3Spec ia3;
   std::vector<std::string> modules_to_save;  // lora, ia3: trained in full (lm_head, embed_tokens)
   // Methods whose result is an adapter beside the frozen base (a PEFT adapter directory).
-  bool adapters() const { return method == PeftMethod::Lora || method == PeftMethod::Ia3; }
+  bool adapters() const { return method != PeftMethod::Full && method != PeftMethod::Partial; }
+  bool virtual_tokens() const { return method == PeftMethod::PromptTuning || method == PeftMethod::PTuning; }
 };
 
 const char* peft_method_name(PeftMethod m);
+PeftMethod peft_method_of(const std::string& name);  // throws for an unknown name
 // The spec as JSON (checkpoints keep it in /meta/extra "peft"), and back.
 nlohmann::json peft_spec_to_json(const PeftSpec& spec);
 PeftSpec peft_spec_from_json(const nlohmann::json& j);

@@ -235,8 +235,48 @@ void ColumnParallelProjection::backward(const ProjectionContext& c, Tensor dx, T
 
 // ---- row-parallel ---------------------------------------------------------------------
 
+void RowParallelProjection::allocate_acts(ProjectionActs& acts, Arena& arena, DType dtype, int64_t T,
+                                          const ParameterSet& params) const {
+  Projection::allocate_acts(acts, arena, dtype, T, params);
+  if (!adapter_.defined()) return;
+  const int64_t O = params[weight_].shape[0], b = params[adapter_.down].shape[0];
+  acts.y = arena.allocate(dtype, Shape{T, O});
+  acts.h = arena.allocate(dtype, Shape{T, b});
+  acts.a = arena.allocate(dtype, Shape{T, b});
+}
+
+// The bottleneck: out = y + up(silu(h)), h = down(y); y = the projection's output (whole).
 void RowParallelProjection::forward(const ProjectionContext& c, Tensor out, Tensor x,
                                     ProjectionActs& acts) const {
+  if (!adapter_.defined()) return forward_base(c, out, x, acts);
+  Backend& be = c.backend;
+  forward_base(c, acts.y, x, acts);
+  be.linear_forward(acts.h, acts.y, value(c, adapter_.down), value(c, adapter_.down_bias));
+  be.activation_forward(acts.a, acts.h, Backend::Activation::Silu);
+  be.linear_forward(out, acts.a, value(c, adapter_.up), value(c, adapter_.up_bias));
+  be.add(out, out, acts.y);
+}
+
+void RowParallelProjection::backward(const ProjectionContext& c, Tensor dx, Tensor dout, Tensor x,
+                                     ProjectionActs& acts) const {
+  if (!adapter_.defined()) return backward_base(c, dx, dout, x, acts);
+  Backend& be = c.backend;
+  Arena::Mark mark = c.scratch.mark();
+  Tensor da = c.scratch.allocate(acts.a.dtype(), acts.a.shape()), dh = c.scratch.allocate(acts.h.dtype(), acts.h.shape());
+  Tensor dy = c.scratch.allocate(dout.dtype(), dout.shape());
+  be.zero(da);
+  be.zero(dh);
+  be.copy(dy, dout);  // the identity path
+  be.linear_backward(da, grad(c, adapter_.up), grad(c, adapter_.up_bias), dout, acts.a, value(c, adapter_.up));
+  be.activation_backward(dh, da, acts.h, Backend::Activation::Silu);
+  be.linear_backward(dy, grad(c, adapter_.down), grad(c, adapter_.down_bias), dh, acts.y,
+                     value(c, adapter_.down));
+  backward_base(c, dx, dy, x, acts);
+  c.scratch.release(mark);
+}
+
+void RowParallelProjection::forward_base(const ProjectionContext& c, Tensor out, Tensor x,
+                                         ProjectionActs& acts) const {
   Backend& be = c.backend;
   TEMPER_CHECK(bias_ == kNoParam, "{}: a row-parallel projection has no bias", name_);
   Arena::Mark mark = c.scratch.mark();
@@ -278,8 +318,8 @@ void RowParallelProjection::forward(const ProjectionContext& c, Tensor out, Tens
   c.scratch.release(mark);
 }
 
-void RowParallelProjection::backward(const ProjectionContext& c, Tensor dx, Tensor dout, Tensor x,
-                                     ProjectionActs& acts) const {
+void RowParallelProjection::backward_base(const ProjectionContext& c, Tensor dx, Tensor dout, Tensor x,
+                                          ProjectionActs& acts) const {
   Backend& be = c.backend;
   Arena::Mark mark = c.scratch.mark();
   if (ia3_.defined()) {

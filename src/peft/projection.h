@@ -49,12 +49,21 @@ struct Ia3Attachment {
   bool defined() const { return scale != kNoParam; }
 };
 
+// A bottleneck adapter (Houlsby et al. 2019, AdapterHub's double_seq_bn) on a row-parallel
+// projection's output (o_proj: after attention; down_proj: after the MLP), before the
+// block's residual add: out = y + up(silu(down(y))), y the projection's (whole) output.
+struct BottleneckAttachment {
+  size_t down = kNoParam, down_bias = kNoParam, up = kNoParam, up_bias = kNoParam;
+  bool defined() const { return down != kNoParam; }
+};
+
 // What one projection's forward keeps for its backward (one micro-batch).
 struct ProjectionActs {
   Tensor hs;     // [T, r]   s·(drop(x)·Aᵀ), whole (summed over tp for a row-parallel base)
   Tensor z;      // [T, O/tp or O]  DoRA: x·W0ᵀ + hs·Bᵀ, before the rescale, no bias;
                  //                  IA3 (output): x·W0ᵀ + b, before the scale
   Tensor sumsq;  // [O/tp or O] f32  DoRA: Σ_i (W0 + s·B·A)[o, i]² over the whole row
+  Tensor y, h, a;  // bottleneck: [T, O] the projection's output, [T, b] down(y), silu of it
 };
 
 // Everything a forward or backward call needs besides its tensors.
@@ -78,9 +87,11 @@ class Projection {
   size_t bias() const { return bias_; }
   const LoraAttachment& lora() const { return lora_; }
   const Ia3Attachment& ia3() const { return ia3_; }
+  virtual ~Projection() = default;
   // The saved tensors of one micro-batch of T tokens (nothing for a plain projection).
-  void allocate_acts(ProjectionActs& acts, Arena& arena, DType dtype, int64_t T,
-                     const ParameterSet& params) const;
+  virtual void allocate_acts(ProjectionActs& acts, Arena& arena, DType dtype, int64_t T,
+                             const ParameterSet& params) const;
+  virtual bool saves_acts() const { return lora_.defined() || ia3_.defined(); }
 
  protected:
   Projection() = default;
@@ -147,6 +158,13 @@ class RowParallelProjection : public Projection {
  public:
   using Projection::Projection;
   RowParallelProjection() = default;
+  RowParallelProjection(std::string name, size_t weight, size_t bias, LoraAttachment lora,
+                        Ia3Attachment ia3, BottleneckAttachment adapter)
+      : Projection(std::move(name), weight, bias, lora, ia3), adapter_(adapter) {}
+  const BottleneckAttachment& adapter() const { return adapter_; }
+  void allocate_acts(ProjectionActs& acts, Arena& arena, DType dtype, int64_t T,
+                     const ParameterSet& params) const override;
+  bool saves_acts() const override { return Projection::saves_acts() || adapter_.defined(); }
   // out[T, O] (the same on every tp rank); x[T, I/tp].
   void forward(const ProjectionContext& c, Tensor out, Tensor x, ProjectionActs& acts) const;
   // dx[T, I/tp] +=, parameter gradients +=; dout[T, O] (the same on every tp rank).
@@ -156,6 +174,11 @@ class RowParallelProjection : public Projection {
     local_row_sum_squares(c, sumsq);
     c.tp.reduce_dora_row_norms(sumsq);
   }
+
+ private:
+  void forward_base(const ProjectionContext& c, Tensor out, Tensor x, ProjectionActs& acts) const;
+  void backward_base(const ProjectionContext& c, Tensor dx, Tensor dout, Tensor x, ProjectionActs& acts) const;
+  BottleneckAttachment adapter_;
 };
 
 }  // namespace temper

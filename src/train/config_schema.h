@@ -107,7 +107,9 @@ void for_each_config_field(Config& c, F&& f) {
   f("parallel.timeout_s", q.timeout_s, "a collective not done in this time aborts the job");
 
   auto& e = c.peft;
-  f("peft.method", e.method, "what trains: full | partial | lora | ia3 (see docs/peft.md)");
+  f("peft.method", e.method,
+    "what trains: full | partial | lora | ia3 | prompt_tuning | p_tuning | prefix_tuning | "
+    "adapter (see docs/peft.md)");
   f("peft.trainable", e.trainable,
     "partial: rules of what trains, regexes over parameter names or head, embed, norm, bias, "
     "last:N");
@@ -125,6 +127,16 @@ void for_each_config_field(Config& c, F&& f) {
   f("peft.use_rslora", e.use_rslora, "lora: scale alpha / sqrt(r) instead of alpha / r");
   f("peft.use_dora", e.use_dora, "lora: DoRA (a trained magnitude per output row)");
   f("peft.init", e.init, "lora: A's init: default (Kaiming-uniform) | gaussian (N(0, 1/r))");
+  f("peft.num_virtual_tokens", e.num_virtual_tokens, "prompt_tuning, p_tuning, prefix_tuning: N");
+  f("peft.init_text", e.init_text,
+    "prompt_tuning: initialise the virtual tokens from this text's token embeddings");
+  f("peft.prefix_projection", e.prefix_projection,
+    "prefix_tuning: PEFT's reparameterisation MLP (false: P-tuning v2)");
+  f("peft.encoder_hidden_size", e.encoder_hidden_size,
+    "p_tuning, prefix_tuning with projection: the encoder MLP's width (0: hidden size)");
+  f("peft.reduction_factor", e.reduction_factor, "adapter: bottleneck width = hidden / this");
+  f("peft.adapter_placement", e.adapter_placement,
+    "adapter: houlsby (after attention and MLP) | pfeiffer (after the MLP only)");
 
   auto& k = c.checkpoint;
   f("checkpoint.every", k.every,

@@ -320,7 +320,15 @@ void validate(const RunConfig& c, const Origins* origins) {
 
   v.one_of("model.quantize", m.quantize, {"", "nf4"});
   const PeftSection& e = c.peft;
-  v.one_of("peft.method", e.method, {"full", "partial", "lora", "ia3"});
+  v.one_of("peft.method", e.method,
+           {"full", "partial", "lora", "ia3", "prompt_tuning", "p_tuning", "prefix_tuning", "adapter"});
+  v.require("peft.num_virtual_tokens", e.num_virtual_tokens, e.num_virtual_tokens > 0, "> 0");
+  v.require("peft.encoder_hidden_size", e.encoder_hidden_size, e.encoder_hidden_size >= 0, ">= 0 (0 = hidden size)");
+  v.require("peft.reduction_factor", e.reduction_factor, e.reduction_factor > 0, "> 0");
+  v.one_of("peft.adapter_placement", e.adapter_placement, {"houlsby", "pfeiffer"});
+  if (!e.init_text.empty() && e.method != "prompt_tuning")
+    fail("config key 'peft.init_text'{} applies to peft.method prompt_tuning, not {}",
+         v.where("peft.init_text"), e.method);
   v.require("peft.r", e.r, e.r > 0, "> 0");
   v.require("peft.alpha", e.alpha, e.alpha > 0, "> 0");
   v.require("peft.dropout", e.dropout, e.dropout >= 0 && e.dropout < 1, "in [0, 1)");
@@ -334,8 +342,8 @@ void validate(const RunConfig& c, const Origins* origins) {
   if (e.method != "lora" && e.use_dora)
     fail("config key 'peft.use_dora'{} needs peft.method lora (it is {})", v.where("peft.use_dora"),
          e.method);
-  if (e.method != "lora" && e.method != "ia3" && !c.model.adapter.empty())
-    fail("config key 'model.adapter'{} needs peft.method lora or ia3 (it is {})",
+  if ((e.method == "full" || e.method == "partial") && !c.model.adapter.empty())
+    fail("config key 'model.adapter'{} needs an adapter method (lora, ia3, ...), not {}",
          v.where("model.adapter"), e.method);
   if (e.method != "ia3" && !e.feedforward_modules.empty())
     fail("config key 'peft.feedforward_modules'{} applies to peft.method ia3, not {}",

@@ -116,7 +116,7 @@ struct ParallelSection {  // layout over the ranks mpirun / srun started
 
 // Parameter-efficient fine-tuning (src/peft, docs/peft.md). Keys mirror PEFT's LoraConfig.
 struct PeftSection {
-  std::string method = "full";             // full | partial | lora | ia3
+  std::string method = "full";  // full | partial | lora | ia3 | prompt_tuning | p_tuning | prefix_tuning | adapter
   std::vector<std::string> trainable;      // partial: name rules (regex or shortcut)
   int64_t r = 8;                           // lora rank
   double alpha = 8.0;                      // lora_alpha
@@ -128,6 +128,12 @@ struct PeftSection {
   bool use_rslora = false;
   bool use_dora = false;
   std::string init = "default";            // default | gaussian
+  int64_t num_virtual_tokens = 20;         // prompt_tuning, p_tuning, prefix_tuning
+  std::string init_text;                   // prompt_tuning: init from this text's embeddings
+  bool prefix_projection = false;          // prefix_tuning: reparameterisation MLP
+  int64_t encoder_hidden_size = 0;         // p_tuning, prefix MLP width (0: hidden size)
+  int64_t reduction_factor = 16;           // adapter: bottleneck = hidden / this
+  std::string adapter_placement = "houlsby";  // adapter: houlsby | pfeiffer
   bool operator==(const PeftSection&) const = default;
 };
 

@@ -215,10 +215,9 @@ void set_up_model(TrainingRun& run, bool load_weights) {
 PeftSpec peft_spec_of(const RunConfig& c) {
   const PeftSection& e = c.peft;
   PeftSpec spec;
-  spec.method = e.method == "partial" ? PeftMethod::Partial
-                : e.method == "lora"  ? PeftMethod::Lora
-                : e.method == "ia3"   ? PeftMethod::Ia3
-                                      : PeftMethod::Full;
+  spec.method = peft_method_of(e.method);
+  spec.prompt = {e.num_virtual_tokens, e.init_text, e.prefix_projection, e.encoder_hidden_size};
+  spec.bottleneck = {e.reduction_factor, e.adapter_placement == "pfeiffer"};
   spec.ia3.target_modules = e.target_modules;
   spec.ia3.feedforward_modules = e.feedforward_modules;
   spec.trainable = e.trainable;

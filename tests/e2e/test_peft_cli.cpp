@@ -217,9 +217,9 @@ TEST(PeftCli, BadPeftInputIsAClearError) {
   fs::create_directories(foreign);
   fs::copy_file(adapter / "adapter_model.safetensors", foreign / "adapter_model.safetensors");
   nlohmann::json cfg = nlohmann::json::parse(test::file_bytes(adapter / "adapter_config.json"));
-  cfg["peft_type"] = "IA3";
+  cfg["peft_type"] = "LOHA";
   std::ofstream(foreign / "adapter_config.json") << cfg.dump();
-  expect_error("model.adapter=" + foreign.string(), "peft_type \"IA3\" is not supported");
+  expect_error("model.adapter=" + foreign.string(), "peft_type \"LOHA\" is not supported");
 }
 
 }  // namespace

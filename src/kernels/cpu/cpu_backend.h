@@ -44,6 +44,8 @@ class CpuBackend final : public Backend {
                            Tensor sumsq) override;
 
   void nf4_dequantize(Tensor out, const Nf4Weight& w) override;
+  void activation_forward(Tensor out, Tensor x, Activation f) override;
+  void activation_backward(Tensor dx, Tensor dout, Tensor x, Activation f) override;
 
   void rope_forward(Tensor x, Tensor positions, Tensor cos, Tensor sin) override;
   void rope_backward(Tensor dx, Tensor positions, Tensor cos, Tensor sin) override;

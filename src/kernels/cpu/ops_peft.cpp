@@ -163,4 +163,53 @@ void CpuBackend::nf4_dequantize(Tensor out, const Nf4Weight& w) {
     }
 }
 
+namespace {
+
+// f(x) and f'(x) of the activations, in f32.
+inline float activate(Backend::Activation f, float x) {
+  switch (f) {
+    case Backend::Activation::Relu: return x > 0.0f ? x : 0.0f;
+    case Backend::Activation::Tanh: return std::tanh(x);
+    case Backend::Activation::Silu: return x / (1.0f + std::exp(-x));
+  }
+  return x;
+}
+inline float derivative(Backend::Activation f, float x) {
+  switch (f) {
+    case Backend::Activation::Relu: return x > 0.0f ? 1.0f : 0.0f;
+    case Backend::Activation::Tanh: {
+      const float t = std::tanh(x);
+      return 1.0f - t * t;
+    }
+    case Backend::Activation::Silu: {
+      const float s = 1.0f / (1.0f + std::exp(-x));
+      return s * (1.0f + x * (1.0f - s));
+    }
+  }
+  return 1.0f;
+}
+
+}  // namespace
+
+void CpuBackend::activation_forward(Tensor out, Tensor x, Activation f) {
+  expect_f32_any(x, "activation_forward: x");
+  expect_same_f32(out, x, "activation_forward: out");
+  const float* px = x.ptr<float>();
+  float* po = out.ptr<float>();
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) po[i] = activate(f, px[i]);
+}
+
+void CpuBackend::activation_backward(Tensor dx, Tensor dout, Tensor x, Activation f) {
+  expect_f32_any(x, "activation_backward: x");
+  expect_same_f32(dout, x, "activation_backward: dout");
+  expect_same_f32(dx, x, "activation_backward: dx");
+  const float *px = x.ptr<float>(), *pg = dout.ptr<float>();
+  float* pd = dx.ptr<float>();
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) pd[i] += derivative(f, px[i]) * pg[i];
+}
+
 }  // namespace temper

@@ -88,6 +88,8 @@ class CudaBackend final : public Backend {
   void dora_scale_backward(Tensor dz, Tensor dmagnitude, Tensor dout, Tensor z, Tensor magnitude,
                            Tensor sumsq) override;
   void nf4_dequantize(Tensor out, const Nf4Weight& w) override;
+  void activation_forward(Tensor out, Tensor x, Activation f) override;
+  void activation_backward(Tensor dx, Tensor dout, Tensor x, Activation f) override;
   void rope_forward(Tensor x, Tensor positions, Tensor cos, Tensor sin) override;
   void rope_backward(Tensor dx, Tensor positions, Tensor cos, Tensor sin) override;
   void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cu_seqlens,

@@ -123,6 +123,44 @@ __global__ void nf4_dequantize_kernel(T* __restrict__ out, const uint8_t* __rest
   }
 }
 
+__device__ __forceinline__ float activate(Backend::Activation f, float x) {
+  switch (f) {
+    case Backend::Activation::Relu: return x > 0.0f ? x : 0.0f;
+    case Backend::Activation::Tanh: return tanhf(x);
+    case Backend::Activation::Silu: return x / (1.0f + expf(-x));
+  }
+  return x;
+}
+
+__device__ __forceinline__ float derivative(Backend::Activation f, float x) {
+  switch (f) {
+    case Backend::Activation::Relu: return x > 0.0f ? 1.0f : 0.0f;
+    case Backend::Activation::Tanh: {
+      const float t = tanhf(x);
+      return 1.0f - t * t;
+    }
+    case Backend::Activation::Silu: {
+      const float s = 1.0f / (1.0f + expf(-x));
+      return s * (1.0f + x * (1.0f - s));
+    }
+  }
+  return 1.0f;
+}
+
+template <typename T>
+__global__ void activation_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t n,
+                                  Backend::Activation f) {
+  for (int64_t i = cuda::global_index(); i < n; i += cuda::grid_stride())
+    out[i] = from_f32<T>(activate(f, to_f32(x[i])));
+}
+
+template <typename T>
+__global__ void activation_backward_kernel(T* __restrict__ dx, const T* __restrict__ dout,
+                                           const T* __restrict__ x, int64_t n, Backend::Activation f) {
+  for (int64_t i = cuda::global_index(); i < n; i += cuda::grid_stride())
+    dx[i] = from_f32<T>(to_f32(dx[i]) + derivative(f, to_f32(x[i])) * to_f32(dout[i]));
+}
+
 void expect_2d(const Tensor& t, const char* op, const char* what) {
   cuda::expect_matrix(t, op, what);
 }
@@ -185,6 +223,40 @@ void CudaBackend::nf4_dequantize(Tensor out, const Nf4Weight& w) {
         w.code.ptr<float>(), dq ? w.nested_map.ptr<float>() : nullptr, w.offset, R, C, w.full_cols,
         w.row0, w.col0);
     cuda_check_last_launch("nf4_dequantize_kernel");
+  });
+}
+
+void CudaBackend::activation_forward(Tensor out, Tensor x, Activation f) {
+  const char* op = "activation_forward";
+  cuda::expect_same_numel(out, x, op, "out", "x");
+  cuda::expect_dtype(out, x.dtype(), op, "out");
+  expect_here(out, op, "out");
+  expect_here(x, op, "x");
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using S = decltype(tag);
+    activation_kernel<S><<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(out.ptr<S>(), x.ptr<S>(), n, f);
+    cuda_check_last_launch("activation_kernel");
+  });
+}
+
+void CudaBackend::activation_backward(Tensor dx, Tensor dout, Tensor x, Activation f) {
+  const char* op = "activation_backward";
+  cuda::expect_same_numel(dx, x, op, "dx", "x");
+  cuda::expect_same_numel(dout, x, op, "dout", "x");
+  cuda::expect_dtype(dx, x.dtype(), op, "dx");
+  cuda::expect_dtype(dout, x.dtype(), op, "dout");
+  expect_here(dx, op, "dx");
+  expect_here(dout, op, "dout");
+  expect_here(x, op, "x");
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using S = decltype(tag);
+    activation_backward_kernel<S><<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(
+        dx.ptr<S>(), dout.ptr<S>(), x.ptr<S>(), n, f);
+    cuda_check_last_launch("activation_backward_kernel");
   });
 }
 
