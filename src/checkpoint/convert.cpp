@@ -8,6 +8,7 @@
 
 #include "checkpoint/base.h"
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/tokenizer_store.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "data/model_tokenizer.h"
@@ -23,36 +24,6 @@
 namespace fs = std::filesystem;
 
 namespace temper {
-namespace {
-
-// The model a checkpoint's weights came from (a Hugging Face directory or a .gguf file):
-// its `source` (convert), or the run config's model.path / checkpoint.load, following
-// checkpoints back a few levels. "" when none is found.
-std::string source_model(const CheckpointMeta& m, int depth = 0) {
-  std::vector<std::string> candidates = {m.source};
-  if (!m.config_yaml.empty()) {
-    try {
-      const YAML::Node c = YAML::Load(m.config_yaml);
-      if (c["model"] && c["model"]["path"]) candidates.push_back(c["model"]["path"].as<std::string>());
-      if (c["checkpoint"] && c["checkpoint"]["load"]) candidates.push_back(c["checkpoint"]["load"].as<std::string>());
-    } catch (const YAML::Exception&) {
-      // A config we cannot parse names no model.
-    }
-  }
-  for (const std::string& c : candidates) {
-    if (c.empty()) continue;
-    if (fs::is_directory(c)) return c;
-    if (!fs::is_regular_file(c)) continue;
-    if (is_gguf_file(c)) return c;
-    if (depth < 4 && is_checkpoint_file(c)) {
-      const std::string d = source_model(read_checkpoint_meta(c), depth + 1);
-      if (!d.empty()) return d;
-    }
-  }
-  return "";
-}
-
-}  // namespace
 
 std::string convert_to_checkpoint(const std::string& input, const std::string& out,
                                   const std::string& dtype_name_in) {
@@ -79,28 +50,34 @@ std::string convert_to_checkpoint(const std::string& input, const std::string& o
   meta.source = fs::absolute(input).lexically_normal().string();
   const std::string tmp = out + ".tmp";
   write_checkpoint(tmp, meta, model, nullptr, RankState{}, nullptr);
+  // The model's config is in /meta; its tokenizer goes in too (checkpoint/tokenizer_store.h),
+  // so a run started from this file needs neither a preset nor the original model.
+  const fs::path staging = out + ".tokenizer.tmp";
+  fs::remove_all(staging);
+  const TokenizerCopy tokenizer = copy_model_tokenizer(input, staging);
+  if (!tokenizer.files.empty()) store_tokenizer_files(tmp, tokenizer.files);
+  else log::warn("{}: written without a tokenizer ({})", out, tokenizer.why_not);
+  fs::remove_all(staging);
   fs::rename(tmp, out);
-  return fmt::format("{}: {} tensors, {:.3f}M parameters ({}) from {}", out, model.params().size(),
-                     double(model.params().numel()) / 1e6, dtype_name(dtype), input);
+  return fmt::format("{}: {} tensors, {:.3f}M parameters ({}){} from {}", out, model.params().size(),
+                     double(model.params().numel()) / 1e6, dtype_name(dtype),
+                     tokenizer.files.empty() ? "" : ", the config and tokenizer", input);
 }
 
 namespace {
 
-// The tokenizer of the model the run started from into `dir`: a directory's files copied,
-// a GGUF's tokenizer written as tokenizer.json and tokenizer_config.json. Without a usable
-// tokenizer the export goes on, with a warning. Returns ", files from SOURCE" or "".
-std::string add_tokenizer(const CheckpointMeta& meta, const std::string& dir) {
-  std::string copied;
-  const std::string src = source_model(meta);
-  if (!src.empty()) {
-    try {
-      for (const fs::path& f : save_hf_tokenizer_files(src, dir))
-        copied += (copied.empty() ? "" : ", ") + f.filename().string();
-    } catch (const Error& e) {
-      log::warn("{}: exported without a tokenizer: {}", dir, e.what());
-    }
+// The tokenizer of the model the checkpoint came from into `dir`
+// (checkpoint/tokenizer_store.h). Without one the export goes on, with a warning. Returns
+// ", files from SOURCE" or "".
+std::string add_tokenizer(const std::string& checkpoint, const std::string& dir) {
+  const TokenizerCopy t = copy_model_tokenizer(checkpoint, dir);
+  if (t.files.empty()) {
+    log::warn("{}: exported without a tokenizer: {}", dir, t.why_not);
+    return "";
   }
-  return copied.empty() ? "" : ", " + copied + " from " + src;
+  std::string names;
+  for (const fs::path& f : t.files) names += (names.empty() ? "" : ", ") + f.filename().string();
+  return ", " + names + " from " + t.from;
 }
 
 }  // namespace
@@ -113,7 +90,7 @@ std::string export_hf(const std::string& checkpoint, const std::string& dir) {
     fail("{}: a {} checkpoint: `temper export --to peft` writes its adapter, `temper merge` "
          "a full model with the adapter folded in", checkpoint, peft_method_name(model->peft().method));
   save_hf_model(*model, dir);
-  const std::string tokenizer = add_tokenizer(meta, dir);
+  const std::string tokenizer = add_tokenizer(checkpoint, dir);
   return fmt::format("{}: config.json, model.safetensors ({} tensors, {}){} from {} (step {})", dir,
                      model->params().size(), meta.model_dtype, tokenizer, checkpoint, meta.step);
 }
@@ -125,8 +102,8 @@ std::string export_peft(const std::string& checkpoint, const std::string& dir) {
   if (!model->peft().adapters())
     fail("{}: not an adapter checkpoint (peft.method {}): export it with --to hf",
          checkpoint, peft_method_name(model->peft().method));
-  save_peft_adapter(*model, dir, meta.base_model.empty() ? source_model(meta) : meta.base_model);
-  const std::string tokenizer = add_tokenizer(meta, dir);
+  save_peft_adapter(*model, dir, meta.base_model.empty() ? source_model_of(checkpoint) : meta.base_model);
+  const std::string tokenizer = add_tokenizer(checkpoint, dir);
   return fmt::format("{}: adapter_config.json, adapter_model.safetensors ({} tensors, {}){} from "
                      "{} (step {})", dir, model->params().size() - size_t(std::count_if(
                          model->params().all().begin(), model->params().all().end(),
@@ -144,7 +121,7 @@ std::string merge_checkpoint(const std::string& checkpoint, const std::string& d
   Transformer plain(adapted->config(), *backend, adapted->params().dtype(), 1, {}, false);
   merge_adapters(*adapted, plain);
   save_hf_model(plain, dir);
-  const std::string tokenizer = add_tokenizer(meta, dir);
+  const std::string tokenizer = add_tokenizer(checkpoint, dir);
   const PeftSpec& spec = adapted->peft();
   const std::string kind = spec.method == PeftMethod::Ia3 ? "IA3" : spec.lora.dora ? "DoRA" : "LoRA";
   return fmt::format("{}: config.json, model.safetensors ({}; {} merged){} from {} (step {})", dir,

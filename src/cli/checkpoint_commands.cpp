@@ -41,8 +41,7 @@ std::string describe_dataset(const std::string& path) {
   out += fmt::format("vocab_size {}, eos_id {}\n", d.vocab_size, d.eos_id);
   out += fmt::format("tokenizer fingerprint {}\n", d.tokenizer_fingerprint);
   out += fmt::format("source format {}\n", d.source_format);
-  if (!d.chat_template.empty())
-    out += fmt::format("chat template: {} characters\n", d.chat_template.size());
+  if (!d.chat_template.empty()) out += fmt::format("chat template {}\n", d.chat_template);
   return out;
 }
 

@@ -64,6 +64,11 @@ void run_generate(const GenerateArgs& a) {
       a.backend == "auto" ? (cuda_backend_available() ? "cuda" : "cpu") : a.backend;
   auto backend = make_backend(backend_name);
   const bool gpu = backend->device().kind == DeviceKind::CUDA;
+  if (!a.dtype.empty() && a.dtype != "f32" && a.dtype != "bf16" && a.dtype != "f16")
+    fail("--dtype {}: choose f32, bf16 or f16 (bf16 and f16 on the cuda backend only)", a.dtype);
+  if (!gpu && !a.dtype.empty() && a.dtype != "f32")
+    fail("--dtype {}: the {} backend computes in f32 only; use --dtype f32 (the default there), or "
+         "bf16 / f16 with --backend cuda", a.dtype, backend->name());
   const DType dtype = a.dtype.empty() ? (gpu ? DType::BF16 : DType::F32) : parse_dtype(a.dtype);
 
   // A LoRA run's final/ carries the tokenizer; another adapter directory may not: its base's.

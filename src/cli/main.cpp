@@ -1,4 +1,4 @@
-// The `temper` command: one subcommand per job (DESIGN §8). Errors are printed as one
+// The `temper` command: one subcommand per job. Errors are printed as one
 // clear line and exit with status 1; --help lists everything.
 #include <CLI/CLI.hpp>
 
@@ -23,8 +23,12 @@ int main(int argc, char** argv) {
   std::string config_path;
   std::vector<std::string> overrides;
   auto* train = app.add_subcommand("train", "Train a model from a YAML config");
+  temper::TrainOptions train_options;
   train->add_option("config", config_path, "Run config (YAML)")->required();
   train->add_option("overrides", overrides, "key.sub=value overrides, applied after the file");
+  train->add_flag("--overwrite", train_options.overwrite,
+                  "replace an earlier run in out_dir (its checkpoints, metrics and final/) "
+                  "instead of refusing to start or resuming");
 
   auto* show = app.add_subcommand("show-config", "Print the effective config (file + overrides)");
   show->add_option("config", config_path, "Run config (YAML)")->required();
@@ -53,7 +57,8 @@ int main(int argc, char** argv) {
   try {
     if (train->parsed()) {
       // A run stopped by train.max_nonfinite_steps has saved and said why: exit 1.
-      if (temper::run_training(temper::load_run_config(config_path, overrides)).failed) return 1;
+      if (temper::run_training(temper::load_run_config(config_path, overrides), train_options).failed)
+        return 1;
     } else if (bench->parsed()) {
       auto result = temper::run_bench(temper::load_run_config(config_path, overrides), bench_options);
       fmt::print("{}", temper::format_bench(result));
@@ -67,7 +72,8 @@ int main(int argc, char** argv) {
     } else if (generate.app->parsed()) {
       generate.run();
     } else if (show->parsed()) {
-      fmt::print("{}", temper::to_yaml(temper::load_run_config(config_path, overrides)));
+      const temper::RunConfig c = temper::load_run_config(config_path, overrides);
+      fmt::print("{}{}", temper::to_yaml(c), temper::describe_run_length(c));
     }
   } catch (const temper::Error& e) {
     temper::log::error("{}", e.what());

@@ -43,6 +43,15 @@ void run_jsonl(const PrepareOptions& o) {
              s.chat_template.empty() ? "" : ", chat template " + s.chat_template, s.tokens,
              s.trained_tokens);
   if (s.truncated) fmt::print("  {} documents cut to --max-tokens {}\n", s.truncated, o.max_tokens);
+  if (s.dropped_long)
+    fmt::print("  {} conversations longer than --max-tokens {} left out (a conversation is never "
+               "cut mid-turn)\n", s.dropped_long, o.max_tokens);
+  std::string marks;
+  for (size_t m = 0; m < std::size(PrepareStats::kLengthMarks); ++m)
+    marks += fmt::format("{}{} > {}", m ? ", " : "", s.longer_than[m], PrepareStats::kLengthMarks[m]);
+  fmt::print("  longest document {} tokens; documents longer than a length: {}{}\n", s.longest,
+             marks, s.format == "text" ? "" : " (train leaves conversations longer than "
+                                              "train.seq_len out, and says how many)");
   if (s.bad_lines)
     fmt::print("  {} bad lines skipped; the first: {}\n", s.bad_lines, s.first_bad);
   fmt::print("  throughput: {:.0f} tokens/s, {:.1f} MB/s ({:.2f} s)\n",
@@ -81,7 +90,8 @@ Subcommand add_prepare_command(CLI::App& app) {
   cmd->add_option("--seed", o.seed, "seed of the train/validation split")->capture_default_str();
   cmd->add_flag("--skip-bad", o.skip_bad, "skip and count bad lines instead of stopping");
   cmd->add_option("--max-tokens", o.max_tokens,
-                  "cut longer documents to this many tokens (--synthetic: longest document)");
+                  "cut longer text documents to this many tokens, leave longer conversations out "
+                  "(--synthetic: longest document)");
   cmd->add_option("--chat-template", o.chat_template,
                   "template name instead of detecting it: chatml, smollm2, qwen2, qwen2.5, llama3, "
                   "llama3.1, llama2, mistral, mistral-nemo, mistral-v1, gemma, gemma3");

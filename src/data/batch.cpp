@@ -36,8 +36,8 @@ void MicroBatch::validate(int64_t vocab_size, int64_t max_positions) const {
   }
 }
 
-BatchBuilder::BatchBuilder(int64_t rows, int64_t seq_len, int32_t pad_id)
-    : rows_(rows), seq_len_(seq_len), pad_id_(pad_id) {
+BatchBuilder::BatchBuilder(int64_t rows, int64_t seq_len, int32_t pad_id, bool record)
+    : rows_(rows), seq_len_(seq_len), pad_id_(pad_id), record_(record) {
   b_.rows = rows;
   b_.seq_len = seq_len;
   b_.cu_seqlens.push_back(0);
@@ -45,7 +45,7 @@ BatchBuilder::BatchBuilder(int64_t rows, int64_t seq_len, int32_t pad_id)
 
 void BatchBuilder::close_row() {
   // Pad the rest of the row as one ignored document, so rows never share a document.
-  if (col_ > 0 && col_ < seq_len_) {
+  if (record_ && col_ > 0 && col_ < seq_len_) {
     for (int64_t c = col_; c < seq_len_; ++c) {
       b_.ids.push_back(pad_id_);
       b_.targets.push_back(kIgnoreIndex);
@@ -57,22 +57,22 @@ void BatchBuilder::close_row() {
   col_ = 0;
 }
 
-bool BatchBuilder::add_document(const std::vector<int32_t>& tokens,
-                                const std::vector<int32_t>& targets) {
+bool BatchBuilder::add_document(std::span<const int32_t> tokens,
+                                std::span<const int32_t> targets) {
   TEMPER_CHECK(tokens.size() == targets.size(), "tokens {} vs targets {}", tokens.size(),
                targets.size());
   if (full() || tokens.empty()) return false;
   size_t i = 0;
   while (i < tokens.size() && !full()) {
     int64_t n = std::min<int64_t>(seq_len_ - col_, int64_t(tokens.size() - i));
-    for (int64_t j = 0; j < n; ++j) {
+    for (int64_t j = 0; record_ && j < n; ++j) {
       b_.ids.push_back(tokens[i + j]);
       // The last token of a split piece predicts the next piece's first token: that
       // target stays, since both are in the same document.
       b_.targets.push_back(targets[i + j]);
       b_.positions.push_back(int32_t(j));
     }
-    b_.cu_seqlens.push_back(int32_t(b_.ids.size()));
+    if (record_) b_.cu_seqlens.push_back(int32_t(b_.ids.size()));
     i += size_t(n);
     col_ += n;
     if (col_ == seq_len_) close_row();
@@ -83,13 +83,12 @@ bool BatchBuilder::add_document(const std::vector<int32_t>& tokens,
 MicroBatch BatchBuilder::finish() {
   while (!full()) {
     if (col_ == 0) {  // an empty row: one padding document
-      col_ = 0;
-      for (int64_t c = 0; c < seq_len_; ++c) {
+      for (int64_t c = 0; record_ && c < seq_len_; ++c) {
         b_.ids.push_back(pad_id_);
         b_.targets.push_back(kIgnoreIndex);
         b_.positions.push_back(int32_t(c));
       }
-      b_.cu_seqlens.push_back(int32_t(b_.ids.size()));
+      if (record_) b_.cu_seqlens.push_back(int32_t(b_.ids.size()));
       ++row_;
     } else {
       close_row();

@@ -3,6 +3,7 @@
 // restart at 0 in each, and attention never crosses a boundary.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace temper {
@@ -27,15 +28,20 @@ struct MicroBatch {
 // document with target -100.
 class BatchBuilder {
  public:
-  BatchBuilder(int64_t rows, int64_t seq_len, int32_t pad_id);
+  // record false: only the row / column bookkeeping runs (no tokens are stored; finish()
+  // returns an empty batch), for counting how many batches a stream of documents makes.
+  BatchBuilder(int64_t rows, int64_t seq_len, int32_t pad_id, bool record = true);
   // Appends a document with its targets (same length). A document longer than the room
   // left continues on the next row (as its own attention segment); what does not fit in
   // the batch is dropped. Returns false (appending nothing) when the batch is full.
-  bool add_document(const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets);
+  bool add_document(std::span<const int32_t> tokens, std::span<const int32_t> targets);
   bool full() const { return row_ >= rows_; }
   bool empty() const { return row_ == 0 && col_ == 0; }
-  // Tokens that still fit in the batch.
+  // Tokens that still fit in the batch, and in the current row.
   int64_t room() const { return (rows_ - row_) * seq_len_ - col_; }
+  int64_t row_room() const { return seq_len_ - col_; }
+  bool in_last_row() const { return row_ + 1 >= rows_; }
+  bool row_started() const { return col_ > 0; }
   // Pads the current row (if started) so the next document begins a new row.
   void finish_row() {
     if (col_ > 0) close_row();
@@ -47,6 +53,7 @@ class BatchBuilder {
   void close_row();
   int64_t rows_, seq_len_;
   int32_t pad_id_;
+  bool record_;
   int64_t row_ = 0, col_ = 0;
   MicroBatch b_;
 };

@@ -2,7 +2,9 @@
 
 #include <hdf5.h>
 
+#include <cctype>
 #include <filesystem>
+#include <fstream>
 
 #include "core/error.h"
 #include "kernels/backend.h"
@@ -80,6 +82,20 @@ std::string read_string_attr(hid_t file, const char* name, const std::string& pa
   return s;
 }
 
+// A .jsonl / .json name, or a first non-blank character that opens a JSON object.
+bool looks_like_jsonl(const std::string& path) {
+  const std::string ext = std::filesystem::path(path).extension().string();
+  if (ext == ".jsonl" || ext == ".json") return true;
+  std::ifstream in(path, std::ios::binary);
+  char c = 0;
+  while (in.get(c)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isspace(u) || u == 0xEF || u == 0xBB || u == 0xBF) continue;  // and a UTF-8 BOM
+    return c == '{';
+  }
+  return false;
+}
+
 }  // namespace
 
 void TokenDataset::add(const std::vector<uint32_t>& doc, const std::vector<uint8_t>& mask,
@@ -127,9 +143,17 @@ void write_token_dataset(const std::string& path, const TokenDataset& d) {
   std::filesystem::rename(tmp, path);
 }
 
+bool is_conversation_format(const std::string& f) {
+  return f == "chat" || f == "alpaca" || f == "sharegpt";
+}
+
 TokenDataset read_token_dataset(const std::string& path) {
   quiet_hdf5();
   if (!std::filesystem::exists(path)) fail("dataset '{}' does not exist", path);
+  if (H5Fis_hdf5(path.c_str()) <= 0 && looks_like_jsonl(path))
+    fail("{}: a JSON Lines file, not a token dataset: tokenize it first with `temper prepare {} "
+         "--model MODEL --out DATA.h5` (MODEL: the model directory or .gguf you fine-tune) and "
+         "set data.path to DATA.h5", path, path);
   Handle file{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
   if (file.id < 0) fail("{}: not a readable HDF5 file (truncated or corrupt?)", path);
   TokenDataset d;

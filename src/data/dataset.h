@@ -1,4 +1,4 @@
-// Token datasets in HDF5 (DESIGN §7): `tokens` uint32 [n], `loss_mask` uint8 [n] (1 where
+// Token datasets in HDF5 (docs/architecture.md, "Data and batches"): `tokens` uint32 [n], `loss_mask` uint8 [n] (1 where
 // the token is predicted, i.e. trained on), `doc_offsets` uint64 [docs + 1], `split` uint8
 // [docs] (0 train, 1 validation); attributes vocab_size, eos_id, tokenizer_fingerprint,
 // source_format, chat_template, creator_version.
@@ -28,11 +28,16 @@ struct TokenDataset {
   std::vector<Document> documents_of(bool validation) const;
 };
 
+// Whether documents of this source_format are conversations (alpaca, chat, sharegpt:
+// rendered through a chat template), which are never split mid-turn when batched.
+bool is_conversation_format(const std::string& source_format);
+
 // Writes to `path` through a temporary file and a rename, so a crash never leaves a
 // half-written dataset under the final name.
 void write_token_dataset(const std::string& path, const TokenDataset& data);
 // Reads and validates (offsets, split values, ids below vocab_size); every problem is a
-// temper::Error naming the file and the dataset or attribute.
+// temper::Error naming the file and the dataset or attribute. A JSON Lines file given
+// instead is an error that says to run `temper prepare` on it.
 TokenDataset read_token_dataset(const std::string& path);
 
 }  // namespace temper

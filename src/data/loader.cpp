@@ -17,19 +17,21 @@ Document causal_document(std::vector<int32_t> tokens) {
 }
 
 DocumentLoader::DocumentLoader(std::vector<Document> docs, uint64_t seed, bool shuffle,
-                               bool packing, int32_t pad_id)
-    : docs_(std::move(docs)), seed_(seed), shuffle_(shuffle), packing_(packing), pad_id_(pad_id) {
+                               bool packing, int32_t pad_id, bool whole_documents)
+    : docs_(std::move(docs)), seed_(seed), shuffle_(shuffle), packing_(packing),
+      whole_documents_(whole_documents), pad_id_(pad_id) {
   if (docs_.empty()) fail("data loader: no documents");
-  make_order();
+  order_ = order_for(0);
 }
 
-void DocumentLoader::make_order() {
-  order_.resize(docs_.size());
-  std::iota(order_.begin(), order_.end(), 0u);
-  if (!shuffle_) return;
+std::vector<uint32_t> DocumentLoader::order_for(uint64_t epoch) const {
+  std::vector<uint32_t> order(docs_.size());
+  std::iota(order.begin(), order.end(), 0u);
+  if (!shuffle_) return order;
   // Fisher-Yates driven by the (seed, data, epoch) Philox stream.
-  Rng rng(rng_stream(seed_, RngPurpose::Data, uint32_t(pos_.epoch)));
-  for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng.below(i)]);
+  Rng rng(rng_stream(seed_, RngPurpose::Data, uint32_t(epoch)));
+  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+  return order;
 }
 
 void DocumentLoader::set_position(LoaderPosition p) {
@@ -38,7 +40,7 @@ void DocumentLoader::set_position(LoaderPosition p) {
          "dataset: the checkpoint was made with other data",
          p.epoch, p.index, docs_.size());
   pos_ = p;
-  make_order();
+  order_ = order_for(p.epoch);
 }
 
 std::vector<MicroBatch> DocumentLoader::next_share(int64_t count, int dp_size, int dp_rank,
@@ -53,31 +55,56 @@ std::vector<MicroBatch> DocumentLoader::next_share(int64_t count, int dp_size, i
   return mine;
 }
 
+bool DocumentLoader::place(BatchBuilder& b, const Document& d, int64_t seq_len) const {
+  const std::span<const int32_t> tokens = d.tokens, targets = d.targets;
+  if (!packing_) {
+    // Padding mode: one document per row, truncated to the row.
+    const size_t n = std::min<size_t>(tokens.size(), size_t(seq_len));
+    b.add_document(tokens.first(n), targets.first(n));
+    if (!b.full()) b.finish_row();
+    return true;
+  }
+  const int64_t n = int64_t(tokens.size());
+  if (whole_documents_) {
+    // Not split over rows: a document that does not fit in the row starts the next one,
+    // or the next batch from the last row.
+    TEMPER_CHECK(n <= seq_len, "a whole document of {} tokens is longer than a row ({})", n,
+                 seq_len);
+    if (b.row_started() && n > b.row_room()) {
+      if (b.in_last_row()) return false;
+      b.finish_row();
+    }
+  } else if (!b.empty() && n > b.room()) {
+    // Split over rows inside the batch, but not over batches: a document that does not
+    // fit in the room left starts the next batch (one longer than a batch is cut).
+    return false;
+  }
+  b.add_document(tokens, targets);
+  return true;
+}
+
 MicroBatch DocumentLoader::next(int64_t rows, int64_t seq_len) {
   BatchBuilder builder(rows, seq_len, pad_id_);
   while (!builder.full()) {
     if (pos_.index >= order_.size()) {
       pos_.index = 0;
       ++pos_.epoch;
-      make_order();
+      order_ = order_for(pos_.epoch);
     }
-    const Document& d = docs_[order_[pos_.index]];
-    if (packing_) {
-      // Split over rows inside the batch, but not over batches: a document that does not
-      // fit in the room left starts the next batch (one longer than a batch is cut).
-      if (!builder.empty() && int64_t(d.tokens.size()) > builder.room()) break;
-      ++pos_.index;
-      builder.add_document(d.tokens, d.targets);
-    } else {
-      ++pos_.index;
-      // Padding mode: one document per row, truncated to the row.
-      size_t n = std::min<size_t>(d.tokens.size(), size_t(seq_len));
-      builder.add_document({d.tokens.begin(), d.tokens.begin() + n},
-                           {d.targets.begin(), d.targets.begin() + n});
-      if (!builder.full()) builder.finish_row();
-    }
+    if (!place(builder, docs_[order_[pos_.index]], seq_len)) break;
+    ++pos_.index;
   }
   return builder.finish();
+}
+
+int64_t DocumentLoader::batches_per_epoch(int64_t rows, int64_t seq_len) const {
+  const std::vector<uint32_t> order = order_for(0);
+  int64_t batches = 0;
+  for (size_t i = 0; i < order.size(); ++batches) {
+    BatchBuilder counter(rows, seq_len, pad_id_, false);
+    while (!counter.full() && i < order.size() && place(counter, docs_[order[i]], seq_len)) ++i;
+  }
+  return batches;
 }
 
 }  // namespace temper

@@ -194,11 +194,20 @@ PrepareStats prepare_jsonl(const PrepareOptions& o,
       }
       auto& d = std::get<DocumentTokenizer::Doc>(done[i]);
       if (o.max_tokens > 0 && int64_t(d.tokens.size()) > o.max_tokens) {
+        // Cut, a conversation would lose the end of a reply or the reply itself.
+        if (*format != JsonlFormat::Text) {
+          ++st.dropped_long;
+          continue;
+        }
         d.tokens.resize(size_t(o.max_tokens));
         d.mask.resize(size_t(o.max_tokens));
         ++st.truncated;
       }
-      st.tokens += int64_t(d.tokens.size());
+      const int64_t n = int64_t(d.tokens.size());
+      st.longest = std::max(st.longest, n);
+      for (size_t m = 0; m < std::size(PrepareStats::kLengthMarks); ++m)
+        st.longer_than[m] += n > PrepareStats::kLengthMarks[m];
+      st.tokens += n;
       st.trained_tokens += std::count(d.mask.begin(), d.mask.end(), 1);
       data.add(d.tokens, d.mask, false);
     }
@@ -208,7 +217,8 @@ PrepareStats prepare_jsonl(const PrepareOptions& o,
   }
   if (!in.eof()) fail("{}: read error after line {}", o.input, line_no);
   if (data.documents() == 0)
-    fail("{}: no documents ({} lines, {} bad)", o.input, line_no, st.bad_lines);
+    fail("{}: no documents ({} lines, {} bad, {} conversations longer than --max-tokens {})",
+         o.input, line_no, st.bad_lines, st.dropped_long, o.max_tokens);
 
   data.split = split_documents(data.documents(), o.val_fraction, o.seed);
   st.validation_documents = std::count(data.split.begin(), data.split.end(), 1);

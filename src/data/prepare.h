@@ -1,4 +1,4 @@
-// `temper prepare`: JSON Lines -> HDF5 token dataset (DESIGN §7).
+// `temper prepare`: JSON Lines -> HDF5 token dataset (data/dataset.h).
 //
 // text examples: [BOS when the tokenizer adds one] + tokens + EOS, every token trained.
 // alpaca / chat / sharegpt examples: the conversation rendered through the chat template
@@ -29,13 +29,19 @@ struct PrepareOptions {
   double val_fraction = 0.05;   // share of documents held out for validation
   uint64_t seed = 0;            // of the train/validation split
   bool skip_bad = false;        // skip and count bad lines instead of stopping at the first
-  int64_t max_tokens = 0;       // > 0: longer documents are cut to this many tokens
+  int64_t max_tokens = 0;       // > 0: longer text documents are cut to this many tokens;
+                                // longer conversations are left out (never cut mid-turn)
 };
 
 struct PrepareStats {
   std::string format, chat_template;
   int64_t lines = 0, documents = 0, validation_documents = 0;
   int64_t tokens = 0, trained_tokens = 0, bad_lines = 0, truncated = 0;
+  int64_t dropped_long = 0;  // conversations longer than max_tokens, left out
+  int64_t longest = 0;       // tokens of the longest document kept
+  // Documents kept that are longer than 256, 512, ... tokens (kLengthMarks).
+  static constexpr int64_t kLengthMarks[] = {256, 512, 1024, 2048, 4096};
+  int64_t longer_than[5] = {0, 0, 0, 0, 0};
   uint64_t bytes_read = 0, bytes_total = 0;
   double seconds = 0;
   std::string first_bad;  // file:line: reason of the first skipped line

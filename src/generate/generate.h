@@ -1,4 +1,4 @@
-// Text generation for quick evaluation (DESIGN §8 `temper generate`): load a model, run the
+// Text generation for quick evaluation (`temper generate`, docs/user-guide.md): load a model, run the
 // prompt through a CachedDecoder, then pick one token at a time until a stop token, the
 // token limit or the end of the context.
 #pragma once

@@ -8,13 +8,15 @@
 
 namespace temper {
 
-bool cuda_backend_available() {
+int visible_cuda_devices() {
 #ifdef TEMPER_HAVE_CUDA
-  return cuda_device_count() > 0;
+  return cuda_device_count();
 #else
-  return false;
+  return 0;
 #endif
 }
+
+bool cuda_backend_available() { return visible_cuda_devices() > 0; }
 
 std::unique_ptr<Backend> make_backend(const std::string& name) {
   if (name == "cpu") return std::make_unique<CpuBackend>();

@@ -218,5 +218,7 @@ class Backend {
 // backend this build does not include.
 std::unique_ptr<Backend> make_backend(const std::string& name);
 bool cuda_backend_available();
+// CUDA devices this process can see (CUDA_VISIBLE_DEVICES applies); 0 without the backend.
+int visible_cuda_devices();
 
 }  // namespace temper

@@ -11,7 +11,7 @@
 namespace temper {
 
 struct AdamWConfig {
-  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   float weight_decay = 0.0f;
   bool decay_norms_and_biases = false;
 };

@@ -178,12 +178,7 @@ int pick_gpu(const ProcessInfo& info, int visible_gpus) {
     fail("rank {} (local rank {} on host {}): no CUDA device is visible (check the driver "
          "and CUDA_VISIBLE_DEVICES)",
          info.rank, info.local_rank, info.hostname);
-  if (info.local_rank >= visible_gpus)
-    fail("rank {} (local rank {} of {} on host {}) has no GPU of its own: only {} visible; "
-         "start at most {} rank(s) per node, one per GPU",
-         info.rank, info.local_rank, info.local_size, info.hostname, visible_gpus,
-         visible_gpus);
-  return info.local_rank;
+  return info.local_rank % visible_gpus;
 }
 
 }  // namespace temper

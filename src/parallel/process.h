@@ -38,8 +38,10 @@ ProcessInfo detect_process(const EnvLookup& env);
 // Same, from a map (unit tests).
 ProcessInfo detect_process(const std::map<std::string, std::string>& env);
 
-// The GPU this process drives: its local rank. Throws temper::Error naming the rank when
-// the node has fewer visible GPUs than ranks (local rank >= visible_gpus).
+// The GPU this process drives, among those it can see: local rank modulo the visible
+// count. Every GPU visible (mpirun, srun --gpus-per-node): the local rank's own GPU. Slurm's
+// per-task binding (--gpus-per-task=1, or CUDA_VISIBLE_DEVICES set per rank): each rank
+// sees its own one GPU, device 0. Throws temper::Error naming the rank when none is visible.
 int pick_gpu(const ProcessInfo& info, int visible_gpus);
 
 }  // namespace temper

@@ -1,6 +1,6 @@
 // `temper bench`: throughput of training steps for a config's model on random tokens:
 // tokens/s, achieved model TFLOP/s, MFU against the device's dense peak, peak memory.
-// Model FLOPs per token follow DESIGN §10: 2 per weight for the forward GEMMs, 2 for the
+// Model FLOPs per token (docs/user-guide.md, `temper bench`): 2 per weight for the forward GEMMs, 2 for the
 // input-gradient GEMMs, 2 more for each trained weight's gradient, plus 12·L·H·Q·T for
 // attention: 6·N for full fine-tuning, 4·N + 6·N_lora for LoRA (N: the non-embedding
 // parameters plus the LM head; N_lora: the adapters'). The run config's peft section

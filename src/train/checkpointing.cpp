@@ -177,9 +177,24 @@ namespace {
 
 std::atomic<int> g_stop_signal{0};
 
+void say(const char* text) { (void)!::write(STDERR_FILENO, text, std::strlen(text)); }
+
 extern "C" void record_stop_signal(int signal) {
+  if (signal == SIGUSR2) {  // launch/temper-mpirun's second Ctrl-C (mpirun forwards USR1/2)
+    say("\ntemper: SIGUSR2 (Ctrl-C again): exiting now, without a checkpoint\n");
+    ::_exit(128 + SIGINT);
+  }
   int none = 0;
-  g_stop_signal.compare_exchange_strong(none, signal);  // lock-free: async-signal-safe
+  if (g_stop_signal.compare_exchange_strong(none, signal)) {  // lock-free: async-signal-safe
+    if (signal == SIGINT)
+      say("\ntemper: SIGINT: finishing this step, then saving a checkpoint (Ctrl-C again to exit "
+          "at once, without one)\n");
+    return;
+  }
+  if (signal == SIGINT) {  // a second request, by Ctrl-C: now
+    say("\ntemper: SIGINT again: exiting now, without a checkpoint\n");
+    ::_exit(128 + SIGINT);
+  }
 }
 
 void install(int signal, struct sigaction* old) {
@@ -198,11 +213,15 @@ StopSignals::StopSignals() {
   g_stop_signal = 0;
   install(SIGTERM, &old_term_);
   install(SIGUSR1, &old_usr1_);
+  install(SIGINT, &old_int_);
+  install(SIGUSR2, &old_usr2_);
 }
 
 StopSignals::~StopSignals() {
   sigaction(SIGTERM, &old_term_, nullptr);
   sigaction(SIGUSR1, &old_usr1_, nullptr);
+  sigaction(SIGINT, &old_int_, nullptr);
+  sigaction(SIGUSR2, &old_usr2_, nullptr);
 }
 
 int StopSignals::received() const { return g_stop_signal.load(); }
@@ -219,12 +238,13 @@ const char* signal_name(int signal) {
 int agree_on_stop(int local_signal, Communicator* world) {
   if (!world || world->size() == 1) return local_signal;
   // Max over ranks via a sum of one-hot slots (the f64 all-reduce is what we have for
-  // host scalars): slot 0 counts SIGTERM, slot 1 SIGUSR1.
-  std::vector<double> got = {local_signal == SIGTERM ? 1.0 : 0.0, local_signal == SIGUSR1 ? 1.0 : 0.0};
+  // host scalars), one slot per stop signal.
+  constexpr int kStops[] = {SIGINT, SIGUSR1, SIGTERM};  // ascending
+  std::vector<double> got;
+  for (int s : kStops) got.push_back(local_signal == s ? 1.0 : 0.0);
   all_reduce_sum_f64(*world, got);
-  if (got[0] > 0 && got[1] > 0) return std::max(SIGTERM, SIGUSR1);
-  if (got[0] > 0) return SIGTERM;
-  if (got[1] > 0) return SIGUSR1;
+  for (size_t i = std::size(kStops); i-- > 0;)
+    if (got[i] > 0) return kStops[i];
   return 0;
 }
 

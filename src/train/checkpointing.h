@@ -59,9 +59,12 @@ class CheckpointDir {
 // anything else (temp files included).
 std::optional<int64_t> checkpoint_step_of(const std::string& file_name);
 
-// SIGTERM and SIGUSR1 ask the run to stop: the handler only records the signal; the
-// training loop looks once per step (all ranks together, see agree_on_stop), finishes
-// the step, saves and exits 0. Installed for the object's lifetime, then restored.
+// SIGTERM, SIGUSR1 and SIGINT (Ctrl-C) ask the run to stop: the handler only records the
+// signal; the training loop looks once per step (all ranks together, see agree_on_stop),
+// finishes the step, saves and exits 0. A SIGINT after a stop request ends the process at
+// once (exit status 130, no checkpoint), as a second Ctrl-C should, and so does SIGUSR2
+// (launch/temper-mpirun's second Ctrl-C: mpirun forwards only SIGUSR1 and SIGUSR2 as they
+// are). Installed for the object's lifetime, then restored.
 class StopSignals {
  public:
   StopSignals();
@@ -70,7 +73,7 @@ class StopSignals {
   StopSignals& operator=(const StopSignals&) = delete;
   int received() const;  // the first signal number this process got, 0 if none
  private:
-  struct sigaction old_term_ {}, old_usr1_ {};
+  struct sigaction old_term_ {}, old_usr1_ {}, old_int_ {}, old_usr2_ {};
 };
 
 const char* signal_name(int signal);  // "SIGTERM", "SIGUSR1", ...

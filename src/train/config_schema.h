@@ -59,7 +59,9 @@ void for_each_config_field(Config& c, F&& f) {
     "override: llama3 original context length");
 
   auto& d = c.data;
-  f("data.source", d.source, "synthetic (generated text) | hdf5 (a token dataset from temper prepare)");
+  f("data.source", d.source,
+    "synthetic (generated text) | hdf5 (a token dataset from temper prepare); not given: hdf5 "
+    "when data.path is set");
   f("data.path", d.path, "the HDF5 token dataset (data.source=hdf5)");
   f("data.num_docs", d.num_docs, "synthetic: number of documents");
   f("data.val_fraction", d.val_fraction, "share of documents held out for validation");
@@ -68,11 +70,14 @@ void for_each_config_field(Config& c, F&& f) {
   f("data.packing", d.packing, "pack documents into rows");
 
   auto& t = c.train;
-  f("train.steps", t.steps, "optimizer steps");
+  f("train.steps", t.steps, "optimizer steps (0 = from train.epochs)");
+  f("train.epochs", t.epochs,
+    "passes over the training data, fractional allowed (0 = from train.steps; both 0: one epoch)");
   f("train.micro_batch_size", t.micro_batch_size, "rows per micro-batch");
   f("train.grad_accum", t.grad_accum, "micro-batches per optimizer step");
   f("train.seq_len", t.seq_len, "tokens per row");
-  f("train.eval_every", t.eval_every, "validate every N steps (0 = never)");
+  f("train.eval_every", t.eval_every,
+    "validate every N steps (0 = never, -1 = every 10% of the run when there is a val split)");
   f("train.eval_batches", t.eval_batches, "micro-batches per validation");
   f("train.recompute", t.recompute, "recompute activations in backward (less memory)");
   f("train.log_every", t.log_every, "log every N steps");
@@ -142,7 +147,9 @@ void for_each_config_field(Config& c, F&& f) {
   f("checkpoint.every", k.every,
     "save OUT_DIR/checkpoints/step-N.h5 every N steps and at the end (0 = only when stopped)");
   f("checkpoint.keep", k.keep, "complete checkpoints to keep (older ones are deleted)");
-  f("checkpoint.resume", k.resume, "continue from OUT_DIR/checkpoints/latest when it exists");
+  f("checkpoint.resume", k.resume,
+    "true: continue from OUT_DIR/checkpoints/latest (a config change that breaks exactness is "
+    "refused) | force: continue anyway | false: refuse where checkpoints exist");
   f("checkpoint.load", k.load,
     "start from this checkpoint file when OUT_DIR has no checkpoint of its own");
 }

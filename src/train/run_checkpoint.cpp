@@ -1,19 +1,19 @@
 #include "train/run_checkpoint.h"
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "checkpoint/base.h"
 #include "checkpoint/checkpoint.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "train/resume_check.h"
 
 namespace fs = std::filesystem;
 
 namespace temper {
-namespace {
 
-// checkpoint.load: a checkpoint file, or a run directory / its checkpoints/ (the newest).
-std::string resolve_load_path(const std::string& load) {
+std::string resolve_checkpoint_load(const std::string& load) {
   std::error_code ec;
   if (!fs::exists(load, ec)) fail("checkpoint.load: '{}' does not exist", load);
   if (!fs::is_directory(load, ec)) return load;
@@ -25,6 +25,19 @@ std::string resolve_load_path(const std::string& load) {
        "checkpoints/)", load);
 }
 
+ModelConfig model_config_of_checkpoint(const std::string& load) {
+  if (load.empty())
+    fail("no model: set model.preset, model.config or model.path (or checkpoint.load, a "
+         "checkpoint whose model to train)");
+  const std::string path = resolve_checkpoint_load(load);
+  const CheckpointMeta meta = read_checkpoint_meta(path);
+  return with_context(path + ": /meta model_config", [&] {
+    return model_config_from_hf_json(nlohmann::json::parse(meta.model_config_json), path);
+  });
+}
+
+namespace {
+
 // Rank 0's decision as a number every rank can receive: -1 fresh, -2 checkpoint.load,
 // N >= 0 resume from OUT_DIR's step N.
 double encode(const std::optional<StartPoint>& s) {
@@ -35,27 +48,13 @@ double encode(const std::optional<StartPoint>& s) {
 
 std::optional<StartPoint> decide(const RunConfig& c, const CheckpointDir& dir) {
   const std::optional<CheckpointDir::Entry> own = dir.resume_point();
-  if (own && c.checkpoint.resume) return StartPoint{own->path.string(), true};
+  if (own && c.checkpoint.resume != "false") return StartPoint{own->path.string(), true};
   if (own)
     fail("checkpoint.resume=false, but {} already holds checkpoints (newest: {}); a fresh run "
          "would mix its saves with them: move them away or choose another out_dir",
          dir.path().string(), own->path.filename().string());
-  if (!c.checkpoint.load.empty()) return StartPoint{resolve_load_path(c.checkpoint.load), false};
+  if (!c.checkpoint.load.empty()) return StartPoint{resolve_checkpoint_load(c.checkpoint.load), false};
   return std::nullopt;
-}
-
-// Warns when the checkpoint's run walked another data stream (its loader position then
-// points into a different order).
-void warn_on_data_change(const RunConfig& now, const CheckpointMeta& meta, const std::string& path) {
-  RunConfig then;
-  try {
-    then = run_config_from_yaml_text(meta.config_yaml, path + " /meta config", {});
-  } catch (const Error&) {
-    return;  // written by another version's schema: nothing to compare
-  }
-  if (then.seed != now.seed || then.data != now.data)
-    log::warn("{} was written by a run with another seed or data section; its data position "
-              "now points into a different document order", path);
 }
 
 }  // namespace
@@ -71,13 +70,14 @@ std::optional<StartPoint> choose_start_point(const RunConfig& c, const Checkpoin
   all_reduce_sum_f64(*world, code);
   if (place.is_rank0()) return mine;
   if (code[0] == -1.0) return std::nullopt;
-  if (code[0] == -2.0) return StartPoint{resolve_load_path(c.checkpoint.load), false};
+  if (code[0] == -2.0) return StartPoint{resolve_checkpoint_load(c.checkpoint.load), false};
   return StartPoint{dir.file_for(int64_t(code[0])).string(), true};
 }
 
 RunCounters load_start_point(TrainingRun& run, const StartPoint& start) {
   const RunConfig& c = run.config;
   const std::string& path = start.path;
+  check_start_config(run, path, start.own);
   CheckpointMeta meta;
   RankState state;
   try {
@@ -114,7 +114,6 @@ RunCounters load_start_point(TrainingRun& run, const StartPoint& start) {
   run.train_data->set_position(state.data);
   if (run.loss_scale && meta.loss_scale > 0)
     run.loss_scale->restore(meta.loss_scale, meta.loss_scale_good_steps, meta.loss_scale_overflows);
-  warn_on_data_change(c, meta, path);
   RunCounters k;
   k.step = meta.step;
   k.tokens_seen = meta.tokens_seen;
@@ -122,9 +121,9 @@ RunCounters load_start_point(TrainingRun& run, const StartPoint& start) {
   k.nonfinite_streak = meta.nonfinite_streak;
   k.lr = meta.lr;
   if (rank0)
-    log::info("{} from {}: step {}, {} tokens seen (saved by {} rank(s), tp {}, ZeRO-{})",
-              start.own ? "resuming" : "starting", path, meta.step, meta.tokens_seen,
-              meta.grid.world, meta.grid.tp, meta.grid.zero);
+    log::info("{} from {}: step {} of {}, {} tokens seen (saved by {} rank(s), tp {}, ZeRO-{})",
+              start.own ? "resuming" : "starting", path, meta.step, run.length.steps,
+              meta.tokens_seen, meta.grid.world, meta.grid.tp, meta.grid.zero);
   return k;
 }
 

@@ -24,6 +24,14 @@ struct StartPoint {
 std::optional<StartPoint> choose_start_point(const RunConfig& config, const CheckpointDir& dir,
                                              Placement& place);
 
+// checkpoint.load's value as a file: a checkpoint file, or the newest in a run directory or
+// its checkpoints/. Errors name the path.
+std::string resolve_checkpoint_load(const std::string& load);
+
+// The model shape stored in a checkpoint (a run's, or `temper convert`'s): its HF
+// config.json. `load` as checkpoint.load takes it; "" is an error saying what to set.
+ModelConfig model_config_of_checkpoint(const std::string& load);
+
 // Loads the model, optimizer state, loader position, loss scale and counters from
 // `start` into `run` (collective). Errors name the file and add what to do about it.
 RunCounters load_start_point(TrainingRun& run, const StartPoint& start);

@@ -277,6 +277,11 @@ void validate(const RunConfig& c, const Origins* origins) {
   if (d.source == "hdf5" && d.path.empty())
     fail("config key 'data.path'{} must name the HDF5 token dataset when data.source is hdf5 "
          "(make one with temper prepare)", v.where("data.path"));
+  if (d.source == "synthetic" && !d.path.empty())
+    fail("config key 'data.path' = {}{} is set, but 'data.source' is synthetic{}, which would "
+         "train on generated text and ignore it: set data.source=hdf5 (or leave data.source "
+         "out: a data.path makes it hdf5), or drop data.path",
+         format_value(d.path), v.where("data.path"), v.where("data.source"));
   v.require("data.num_docs", d.num_docs, d.num_docs > 0, "> 0");
   v.require("data.val_fraction", d.val_fraction, d.val_fraction >= 0 && d.val_fraction < 1,
             "in [0, 1)");
@@ -286,11 +291,17 @@ void validate(const RunConfig& c, const Origins* origins) {
             fmt::format(">= data.min_doc_tokens ({})", d.min_doc_tokens));
 
   const TrainSection& t = c.train;
-  v.require("train.steps", t.steps, t.steps > 0, "> 0");
+  v.require("train.steps", t.steps, t.steps >= 0, ">= 0 (0 = from train.epochs)");
+  v.require("train.epochs", t.epochs, t.epochs >= 0, ">= 0 (0 = from train.steps)");
+  if (t.steps > 0 && t.epochs > 0)
+    fail("config keys 'train.steps' = {}{} and 'train.epochs' = {}{} are both set: give one "
+         "(the other 0)", t.steps, v.where("train.steps"), format_value(t.epochs),
+         v.where("train.epochs"));
   v.require("train.micro_batch_size", t.micro_batch_size, t.micro_batch_size > 0, "> 0");
   v.require("train.grad_accum", t.grad_accum, t.grad_accum > 0, "> 0");
   v.require("train.seq_len", t.seq_len, t.seq_len > 1, "> 1");
-  v.require("train.eval_every", t.eval_every, t.eval_every >= 0, ">= 0 (0 = never)");
+  v.require("train.eval_every", t.eval_every, t.eval_every >= -1,
+            ">= -1 (0 = never, -1 = every 10% of the run)");
   v.require("train.eval_batches", t.eval_batches, t.eval_batches > 0, "> 0");
   v.require("train.log_every", t.log_every, t.log_every > 0, "> 0");
   v.require("train.loss_chunk", t.loss_chunk, t.loss_chunk > 0, "> 0");
@@ -352,6 +363,14 @@ void validate(const RunConfig& c, const Origins* origins) {
   const CheckpointSection& k = c.checkpoint;
   v.require("checkpoint.every", k.every, k.every >= 0, ">= 0 (0 = only when stopped)");
   v.require("checkpoint.keep", k.keep, k.keep >= 1, ">= 1");
+  v.one_of("checkpoint.resume", k.resume, {"true", "false", "force"});
+}
+
+// What a config leaves to be decided from other keys: data.source from data.path, and
+// bool spellings of checkpoint.resume.
+void resolve(RunConfig& c, const Origins& origins) {
+  if (!origins.count("data.source") && !c.data.path.empty()) c.data.source = "hdf5";
+  if (std::optional<bool> b = parse_bool(c.checkpoint.resume)) c.checkpoint.resume = *b ? "true" : "false";
 }
 
 }  // namespace
@@ -376,6 +395,7 @@ RunConfig run_config_from_yaml_text(const std::string& text, const std::string& 
          node_kind(root));
   }
   for (const std::string& o : overrides) apply_override(config, origins, o);
+  resolve(config, origins);
   validate(config, &origins);
   return config;
 }
@@ -391,6 +411,21 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   text << in.rdbuf();
   if (in.bad()) fail("cannot read config file '{}'", path);
   return run_config_from_yaml_text(text.str(), path, overrides);
+}
+
+RunConfig with_absolute_paths(const RunConfig& config) {
+  RunConfig c = config;
+  auto absolute = [](std::string& path) {
+    if (!path.empty()) path = std::filesystem::absolute(path).lexically_normal().string();
+  };
+  absolute(c.model.path);
+  absolute(c.model.config);
+  absolute(c.model.adapter);
+  if (c.model.preset.find('/') != std::string::npos || c.model.preset.ends_with(".json"))
+    absolute(c.model.preset);
+  absolute(c.data.path);
+  absolute(c.checkpoint.load);
+  return c;
 }
 
 std::string to_yaml(const RunConfig& config) {

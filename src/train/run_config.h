@@ -64,8 +64,10 @@ struct ModelSection {
 };
 
 struct DataSection {
-  std::string source = "synthetic";  // synthetic (hdf5: not available yet)
-  std::string path;                  // dataset path (for file-based sources)
+  // synthetic | hdf5. Not given in the file or on the command line: hdf5 when data.path
+  // is set, else synthetic (resolved when the config is loaded).
+  std::string source = "synthetic";
+  std::string path;                  // the HDF5 token dataset (data.source=hdf5)
   int64_t num_docs = 2000;           // synthetic: number of documents
   double val_fraction = 0.05;        // share of documents held out for validation
   int64_t min_doc_tokens = 8;        // synthetic: document length range (tokens)
@@ -75,11 +77,14 @@ struct DataSection {
 };
 
 struct TrainSection {
-  int64_t steps = 100;            // optimizer steps
+  int64_t steps = 0;              // optimizer steps; 0: from `epochs`
+  double epochs = 0.0;            // passes over the training split (fractional); 0: from
+                                  // `steps`; both 0: one epoch (train/run_length.h)
   int64_t micro_batch_size = 4;   // rows per micro-batch
   int64_t grad_accum = 1;         // micro-batches per optimizer step
   int64_t seq_len = 128;          // tokens per row
-  int64_t eval_every = 0;         // validate every N steps (0 = never)
+  int64_t eval_every = -1;        // validate every N steps (0 = never, -1 = every 10% of
+                                  // the run when there is a validation split)
   int64_t eval_batches = 4;       // micro-batches per validation
   bool recompute = false;         // recompute activations in backward (saves memory)
   int64_t log_every = 1;          // log every N steps
@@ -97,7 +102,7 @@ struct OptimSection {  // AdamW with a warmup + decay learning-rate schedule
   std::string schedule = "cosine";      // cosine | linear | constant
   double weight_decay = 0.0;            // decoupled (AdamW)
   double beta1 = 0.9;
-  double beta2 = 0.95;
+  double beta2 = 0.999;  // Hugging Face / torch default (docs/user-guide.md, "Defaults")
   double eps = 1e-8;
   double grad_clip = 1.0;               // clip the global gradient L2 norm (0 disables)
   double loss_scale_init = 65536.0;     // f16: initial dynamic loss scale
@@ -140,7 +145,10 @@ struct PeftSection {
 struct CheckpointSection {  // OUT_DIR/checkpoints/step-N.h5 and its `latest` pointer
   int64_t every = 0;     // save every N steps and at the end (0 = only when stopped early)
   int64_t keep = 3;      // complete checkpoints kept (the oldest are deleted)
-  bool resume = true;    // continue from OUT_DIR/checkpoints/latest when there is one
+  // true: continue from OUT_DIR/checkpoints/latest when there is one, refusing a config
+  // that breaks exactness (train/resume_check.h); force: continue anyway; false: refuse to
+  // start where checkpoints exist. Bool spellings (yes, off, ...) are read as true / false.
+  std::string resume = "true";
   std::string load;      // start from this checkpoint when OUT_DIR has none of its own
   bool operator==(const CheckpointSection&) const = default;
 };
@@ -167,6 +175,11 @@ RunConfig run_config_from_yaml_text(const std::string& text, const std::string& 
                                     const std::vector<std::string>& overrides = {});
 // Checks every value's range (loading already does); throws temper::Error naming the key.
 void validate_run_config(const RunConfig& config);
+
+// `config` with its file paths absolute (model.path, model.config, model.adapter, a
+// model.preset given as a path, data.path, checkpoint.load), against the working directory;
+// out_dir stays as given.
+RunConfig with_absolute_paths(const RunConfig& config);
 
 // The full effective config as YAML, every key (unset model overrides as `~`) with its
 // help as a comment; loading it gives back an equal RunConfig.

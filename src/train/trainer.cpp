@@ -9,11 +9,12 @@
 
 #include "core/error.h"
 #include "core/log.h"
-#include "data/tokenizer_export.h"
+#include "checkpoint/tokenizer_store.h"
 #include "io/hf_model.h"
 #include "peft/adapter_files.h"
 #include "train/checkpointing.h"
 #include "train/metrics.h"
+#include "train/out_dir.h"
 #include "train/progress.h"
 #include "train/run_checkpoint.h"
 #include "train/training_run.h"
@@ -56,6 +57,11 @@ void log_run_header(TrainingRun& run) {
   log::info("global batch: {} dp × {} accum × {} rows × {} tokens; metrics -> {}/metrics.jsonl",
             run.place.dp_size(), c.train.grad_accum, c.train.micro_batch_size, c.train.seq_len,
             c.out_dir);
+  log::info("length: {}", run.length.describe(c));
+  if (!run.val.empty())
+    log::info("validation every {} steps{} and after the last, on {} micro-batches",
+              run.length.eval_every, c.train.eval_every < 0 ? " (10% of the run: train.eval_every=-1)" : "",
+              run.val.size());
   const ParameterSet& ps = run.model->params();
   const PeftSpec& peft = run.model->peft();
   std::string method = peft_method_name(peft.method);
@@ -103,23 +109,31 @@ void export_final(TrainingRun& run) {
                       tp_group, run.place.is_rank0());
   else
     save_hf_model(*run.model, final_dir.string(), run.tp, tp_group, run.place.is_rank0());
-  const std::string& source = run.config.model.path;
-  if (run.place.is_rank0() && !source.empty() && !source.ends_with(".h5")) {
-    try {
-      save_hf_tokenizer_files(source, final_dir);
-    } catch (const Error& e) {
-      log::warn("{}: no tokenizer written ({})", final_dir.string(), e.what());
-    }
-  }
+  if (!run.place.is_rank0()) return;
+  // The model's own (model.path), else the one that came with checkpoint.load (`temper
+  // convert` stores it).
+  const std::string& source =
+      run.config.model.path.empty() ? run.config.checkpoint.load : run.config.model.path;
+  const TokenizerCopy t = copy_model_tokenizer(source, final_dir);
+  if (t.files.empty())
+    log::warn("{}: written without a tokenizer: {}; transformers and `temper generate` need "
+              "one beside the weights", final_dir.string(), t.why_not);
 }
 
-RunSummary train_on(const RunConfig& c, Placement& place, const StopSignals& signals) {
+RunSummary train_on(const RunConfig& c, const TrainOptions& options, Placement& place,
+                    const StopSignals& signals) {
   const bool rank0 = place.is_rank0();
   const CheckpointDir checkpoints(c.out_dir);
-  if (rank0) fs::create_directories(checkpoints.path());
+  // Until the first step is done, a failure leaves OUT_DIR as it was (out_dir.h).
+  OutDirGuard guard(c.out_dir, rank0);
+  if (rank0 && options.overwrite) remove_previous_run(c.out_dir);
   const std::optional<StartPoint> start = choose_start_point(c, checkpoints, place);
-  if (rank0) checkpoints.remove_partial();
-  std::unique_ptr<TrainingRun> run = build_training_run(c, place, !start);
+  if (rank0 && !(start && start->own)) refuse_to_overwrite_a_run(c.out_dir);
+  if (rank0) {
+    fs::create_directories(checkpoints.path());
+    checkpoints.remove_partial();
+  }
+  std::unique_ptr<TrainingRun> run = build_training_run(c, place, start ? start->path : "");
   if (rank0) {
     std::ofstream(fs::path(c.out_dir) / "config.yaml") << to_yaml(c);
     std::ofstream(fs::path(c.out_dir) / "model_config.json")
@@ -130,11 +144,13 @@ RunSummary train_on(const RunConfig& c, Placement& place, const StopSignals& sig
   RunSummary summary;
   summary.first_step = k.step + 1;
   summary.skipped_steps = k.skipped_steps;
-  if (k.step >= c.train.steps) {
+  const int64_t steps = run->length.steps;
+  if (k.step >= steps) {
+    guard.release();
     if (rank0)
-      log::info("nothing to train: the checkpoint is at step {} and train.steps={} (raise "
-                "train.steps to train further); writing {}/final from it", k.step,
-                c.train.steps, c.out_dir);
+      log::info("nothing to train: the checkpoint is at step {} and the run has {} (to train "
+                "further raise train.steps or train.epochs; a decaying lr schedule then needs "
+                "checkpoint.resume=force); writing {}/final from it", k.step, steps, c.out_dir);
     // Again: the run that saved it may have died while writing final/.
     export_final(*run);
     return summary;
@@ -147,11 +163,11 @@ RunSummary train_on(const RunConfig& c, Placement& place, const StopSignals& sig
   if (rank0)
     metrics = std::make_unique<MetricsWriter>((fs::path(c.out_dir) / "metrics.jsonl").string(),
                                               start && start->own ? k.step : -1);
-  Progress progress(c.train.steps, rank0 ? c.train.progress : "plain", rank0 ? c.train.log_every : 0,
+  Progress progress(steps, rank0 ? c.train.progress : "plain", rank0 ? c.train.log_every : 0,
                     k.step);
   const NonfiniteInjection inject = nonfinite_injection_from_env();
   Backend& backend = *run->backend;
-  for (int64_t step = k.step + 1; step <= c.train.steps; ++step) {
+  for (int64_t step = k.step + 1; step <= steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<MicroBatch> micro = run->next_micro_batches();
     k.lr = run->schedule.at(step);
@@ -172,7 +188,9 @@ RunSummary train_on(const RunConfig& c, Placement& place, const StopSignals& sig
     summary.losses.push_back(r.loss);
     summary.skipped_steps = k.skipped_steps;
     if (rank0) report_step(*run, *metrics, progress, step, r, k, double(r.tokens) / std::max(secs, 1e-9));
-    if (!run->val.empty() && (step % c.train.eval_every == 0 || step == c.train.steps)) {
+    guard.release();  // a step is done: OUT_DIR holds a run now
+    const int64_t eval_every = run->length.eval_every;
+    if (!run->val.empty() && (step % eval_every == 0 || step == steps)) {
       // Every rank evaluates (a tensor-parallel forward needs the whole tp group); the
       // dp replicas agree, rank 0 reports.
       const double vl = evaluate(*run->model, run->val);
@@ -190,7 +208,7 @@ RunSummary train_on(const RunConfig& c, Placement& place, const StopSignals& sig
     const int stop_signal = agree_on_stop(signals.received(), place.world_comm());
     // With checkpoint.every = 0 only a stop saves (a checkpoint is 16 bytes a parameter).
     const bool periodic = c.checkpoint.every > 0 &&
-                          (step % c.checkpoint.every == 0 || step == c.train.steps);
+                          (step % c.checkpoint.every == 0 || step == steps);
     if (periodic || stop_signal || too_many_nonfinite)
       summary.checkpoint = save_run_checkpoint(*run, checkpoints, k);
     if (too_many_nonfinite) {
@@ -204,11 +222,11 @@ RunSummary train_on(const RunConfig& c, Placement& place, const StopSignals& sig
       summary.failed = true;
       return summary;
     }
-    if (stop_signal && step < c.train.steps) {  // at the last step: just finish
+    if (stop_signal && step < steps) {  // at the last step: just finish
       progress.finish();
       if (rank0)
         log::info("stopped by {} after step {}/{}: saved {}; run the same command again to resume",
-                  signal_name(stop_signal), step, c.train.steps, summary.checkpoint);
+                  signal_name(stop_signal), step, steps, summary.checkpoint);
       summary.stop_signal = stop_signal;
       return summary;
     }
@@ -228,8 +246,11 @@ RunSummary train_on(const RunConfig& c, Placement& place, const StopSignals& sig
 
 }  // namespace
 
-RunSummary run_training(const RunConfig& c) {
-  validate_run_config(c);
+RunSummary run_training(const RunConfig& config, const TrainOptions& options) {
+  validate_run_config(config);
+  // Paths as absolute ones: the config.yaml and checkpoints written hold them, so export,
+  // resume and the tokenizer lookup work from any directory.
+  const RunConfig c = with_absolute_paths(config);
   // Before MPI starts, so a stop request is never lost to the default action (death).
   const StopSignals signals;
   Placement place;
@@ -238,13 +259,13 @@ RunSummary run_training(const RunConfig& c) {
     fail("parallel.tp={} needs at least that many ranks, but {} {} running (launch with "
          "launch/temper-mpirun -n N)", c.parallel.tp, place.process.world_size,
          place.process.world_size == 1 ? "process is" : "processes are");
-  if (place.process.world_size == 1) return train_on(c, place, signals);
+  if (place.process.world_size == 1) return train_on(c, options, place, signals);
 
   place.mpi = std::make_unique<MpiRuntime>();
   try {
     place.world = std::make_unique<MpiComm>(MPI_COMM_WORLD, "world", c.parallel.timeout_s);
     place.grid = std::make_unique<DeviceGrid>(*place.world, int(c.parallel.tp));
-    return train_on(c, place, signals);
+    return train_on(c, options, place, signals);
   } catch (const std::exception& e) {
     // Other ranks may be waiting in a collective: take the whole job down now rather than
     // let them hang until their own timeout.

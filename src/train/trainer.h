@@ -11,8 +11,10 @@
 namespace temper {
 
 // The model shape for a run: preset (configs/models/<name>.json, or a path to a
-// config.json) or model.config, then the model.* overrides; finalized.
-ModelConfig model_config_for_run(const RunConfig& config);
+// config.json), model.config or model.path; when none is set, the model config stored in
+// `checkpoint` (or in checkpoint.load's when that is ""); then the model.* overrides;
+// finalized.
+ModelConfig model_config_for_run(const RunConfig& config, const std::string& checkpoint = "");
 
 struct RunSummary {
   std::vector<double> losses;      // training loss per step this process ran
@@ -25,10 +27,20 @@ struct RunSummary {
   bool failed = false;             // stopped by train.max_nonfinite_steps (saved; exit 1)
 };
 
+struct TrainOptions {
+  bool overwrite = false;  // --overwrite: replace an earlier run in OUT_DIR (train/out_dir.h)
+};
+
 // Trains per `config`: from scratch, or continuing from OUT_DIR/checkpoints/latest
 // (checkpoint.resume) or checkpoint.load; saves checkpoints per checkpoint.* and when
-// stopped by SIGTERM / SIGUSR1 (which then ends the run early, not as an error).
-RunSummary run_training(const RunConfig& config);
+// stopped by SIGTERM / SIGUSR1 / SIGINT (which then ends the run early, not as an error).
+// What an existing OUT_DIR may hold: train/out_dir.h.
+RunSummary run_training(const RunConfig& config, const TrainOptions& options = {});
+
+// For `temper show-config`: YAML comment lines giving the run's length (train/run_length.h)
+// and validation interval as one process would resolve them, from the config's data; a
+// config whose data or model cannot be read gets a line saying why instead.
+std::string describe_run_length(const RunConfig& config);
 
 // The generated-text corpus a config describes (data.* keys and the seed).
 SyntheticTextOptions synthetic_options(const RunConfig& config);

@@ -14,6 +14,7 @@
 #include "io/hf_model.h"
 #include "peft/adapter_files.h"
 #include "train/checkpointing.h"
+#include "train/run_checkpoint.h"
 #include "train/trainer.h"
 #ifdef TEMPER_HAVE_NCCL
 #include "kernels/cuda/cuda_backend.h"
@@ -46,10 +47,11 @@ std::string find_preset(const std::string& preset) {
 
 // Validation micro-batches, fixed for the whole run.
 std::vector<MicroBatch> validation_batches(std::vector<Document> docs, const RunConfig& c,
-                                           int32_t pad_id) {
+                                           int32_t pad_id, bool whole_documents) {
   std::vector<MicroBatch> out;
-  if (docs.empty() || c.train.eval_every <= 0) return out;
-  DocumentLoader loader(std::move(docs), uint64_t(c.seed), false, c.data.packing, pad_id);
+  if (docs.empty()) return out;
+  DocumentLoader loader(std::move(docs), uint64_t(c.seed), false, c.data.packing, pad_id,
+                        whole_documents);
   for (int64_t i = 0; i < c.train.eval_batches; ++i)
     out.push_back(loader.next(c.train.micro_batch_size, c.train.seq_len));
   return out;
@@ -58,37 +60,92 @@ std::vector<MicroBatch> validation_batches(std::vector<Document> docs, const Run
 struct TrainingData {
   std::vector<Document> train, val;
   int32_t pad_id = 0;
+  bool conversations = false;  // chat data: documents are never split (DocumentLoader)
 };
 
+// The model's tokenizer must be the one the dataset was made with: the file named in the
+// error is tokenizer.json / tokenizer.model, or the GGUF itself.
+void check_tokenizer(const RunConfig& c, const TokenDataset& d) {
+  const fs::path model(c.model.path);
+  fs::path tokenizer_file;
+  if (!c.model.path.empty() && fs::is_directory(model)) {
+    for (const char* name : {"tokenizer.json", "tokenizer.model"})
+      if (tokenizer_file.empty() && fs::exists(model / name)) tokenizer_file = model / name;
+  } else if (!c.model.path.empty() && is_gguf_file(model)) {
+    tokenizer_file = model;
+  }
+  if (tokenizer_file.empty()) return;
+  const std::string fp = load_model_tokenizer(model).tokenizer.fingerprint();
+  if (fp != d.tokenizer_fingerprint)
+    fail("{}: made with another tokenizer (fingerprint '{}') than the model's {} ('{}'); "
+         "prepare it again with the model's tokenizer", c.data.path, d.tokenizer_fingerprint,
+         tokenizer_file.string(), fp);
+}
+
+// Conversations longer than a row cannot be trained whole: split, a reply would lose its
+// prompt (or, padded, be cut off). They are left out and counted; none left is an error
+// that says so.
+void drop_long_conversations(TrainingData& data, const RunConfig& c, bool rank0) {
+  const int64_t seq_len = c.train.seq_len;
+  size_t longest = 0, dropped[2] = {0, 0}, total[2] = {data.train.size(), data.val.size()};
+  std::vector<Document>* splits[2] = {&data.train, &data.val};
+  for (int s = 0; s < 2; ++s) {
+    std::vector<Document>& docs = *splits[s];
+    for (const Document& d : docs) longest = std::max(longest, d.tokens.size());
+    const auto keep_end = std::remove_if(docs.begin(), docs.end(), [&](const Document& d) {
+      return int64_t(d.tokens.size()) > seq_len;
+    });
+    dropped[s] = size_t(docs.end() - keep_end);
+    docs.erase(keep_end, docs.end());
+  }
+  if (data.train.empty())
+    fail("{}: every training conversation is longer than train.seq_len={} tokens (the longest "
+         "has {}); a conversation is never split mid-turn, so none is left to train on: raise "
+         "train.seq_len", c.data.path, seq_len, longest);
+  if (rank0 && dropped[0] + dropped[1] > 0)
+    log::warn("{}: {} of {} training and {} of {} validation conversations are longer than "
+              "train.seq_len={} tokens (the longest has {}) and are left out: a conversation is "
+              "never split mid-turn (raise train.seq_len to keep them)",
+              c.data.path, dropped[0], total[0], dropped[1], total[1], seq_len, longest);
+}
+
+// Padding mode cuts every document to train.seq_len: one whose trained tokens all lie
+// beyond it gives no loss. Some: a warning; all: an error naming the cause.
+void check_targets_within_rows(const TrainingData& data, const RunConfig& c, bool rank0) {
+  if (c.data.packing) return;
+  size_t without = 0;
+  for (const Document& d : data.train) {
+    const size_t n = std::min<size_t>(d.targets.size(), size_t(c.train.seq_len));
+    if (std::all_of(d.targets.begin(), d.targets.begin() + n, [](int32_t t) { return t == kIgnoreIndex; }))
+      ++without;
+  }
+  if (without == data.train.size())
+    fail("{}: with data.packing=false every document is cut to train.seq_len={} tokens, and no "
+         "training document has a trained token within its first {}: raise train.seq_len, or "
+         "use data.packing=true", c.data.path.empty() ? "the data" : c.data.path, c.train.seq_len,
+         c.train.seq_len);
+  if (without > 0 && rank0)
+    log::warn("{}: with data.packing=false every document is cut to train.seq_len={} tokens; {} "
+              "of {} training documents have no trained token within it and add nothing",
+              c.data.path, c.train.seq_len, without, data.train.size());
+}
+
 // Generated text, or an HDF5 token dataset made by `temper prepare`.
-TrainingData load_training_data(const RunConfig& c, const ModelConfig& mc) {
+TrainingData load_training_data(const RunConfig& c, const ModelConfig& mc, bool rank0) {
   TrainingData out;
   if (c.data.source == "hdf5") {
     TokenDataset d = read_token_dataset(c.data.path);
-    // A model with a tokenizer (HF directory or GGUF) must match the one the dataset was made with.
-    // The file named in the error: tokenizer.json / tokenizer.model, or the GGUF itself.
-    const fs::path model(c.model.path);
-    fs::path tokenizer_file;
-    if (!c.model.path.empty() && fs::is_directory(model)) {
-      for (const char* name : {"tokenizer.json", "tokenizer.model"})
-        if (tokenizer_file.empty() && fs::exists(model / name)) tokenizer_file = model / name;
-    } else if (!c.model.path.empty() && is_gguf_file(model)) {
-      tokenizer_file = model;
-    }
-    if (!tokenizer_file.empty()) {
-      const std::string fp = load_model_tokenizer(model).tokenizer.fingerprint();
-      if (fp != d.tokenizer_fingerprint)
-        fail("{}: made with another tokenizer (fingerprint '{}') than the model's {} ('{}'); "
-             "prepare it again with the model's tokenizer", c.data.path, d.tokenizer_fingerprint,
-             tokenizer_file.string(), fp);
-    }
+    check_tokenizer(c, d);
     if (d.vocab_size > mc.vocab_size)
       fail("{}: the dataset's vocabulary ({} tokens) is larger than the model's ({}): it was made "
            "with another tokenizer", c.data.path, d.vocab_size, mc.vocab_size);
     out.train = d.documents_of(false);
     out.val = d.documents_of(true);
     out.pad_id = d.eos_id >= 0 ? int32_t(d.eos_id) : 0;
+    out.conversations = is_conversation_format(d.source_format);
     if (out.train.empty()) fail("{}: no training documents (every document is in the validation split)", c.data.path);
+    if (out.conversations) drop_long_conversations(out, c, rank0);
+    check_targets_within_rows(out, c, rank0);
     return out;
   }
   if (mc.vocab_size < kSyntheticMinVocab)
@@ -102,8 +159,10 @@ TrainingData load_training_data(const RunConfig& c, const ModelConfig& mc) {
 }
 
 std::string backend_name_for(const RunConfig& c, const ProcessInfo& p) {
-  // One GPU per process: under a launcher, "cuda" means the local rank's GPU.
-  if (c.backend == "cuda" && p.world_size > 1) return fmt::format("cuda:{}", p.local_rank);
+  // One GPU per process: under a launcher, "cuda" means the local rank's GPU among those
+  // this process sees (all of the node's, or its own one under per-task binding).
+  if (c.backend == "cuda" && p.world_size > 1)
+    return fmt::format("cuda:{}", pick_gpu(p, visible_cuda_devices()));
   return c.backend;
 }
 
@@ -206,8 +265,8 @@ void set_up_model(TrainingRun& run, bool load_weights) {
       so.grad_sync = run.buckets.get();
     }
   }
-  run.schedule = LrSchedule{c.optim.lr, c.optim.min_lr_ratio, c.optim.warmup_steps, c.train.steps,
-                            c.optim.schedule};
+  run.schedule = LrSchedule{c.optim.lr, c.optim.min_lr_ratio, c.optim.warmup_steps,
+                            run.length.steps, c.optim.schedule};
 }
 
 }  // namespace
@@ -252,16 +311,36 @@ SyntheticTextOptions synthetic_options(const RunConfig& c) {
           c.data.val_fraction};
 }
 
-ModelConfig model_config_for_run(const RunConfig& config) {
+ModelConfig model_config_for_run(const RunConfig& config, const std::string& checkpoint) {
   const auto& m = config.model;
   ModelConfig mc;
   if (!m.preset.empty()) mc = load_hf_config(find_preset(m.preset));
   else if (!m.config.empty()) mc = load_hf_config(m.config);
   else if (m.path.ends_with(".gguf")) mc = model_config_from_gguf(read_gguf(m.path));
   else if (!m.path.empty()) mc = load_hf_config((fs::path(m.path) / "config.json").string());
+  else mc = model_config_of_checkpoint(checkpoint.empty() ? config.checkpoint.load : checkpoint);
   apply_model_overrides(config, mc);
   with_context("model config", [&] { mc.finalize(); });
   return mc;
+}
+
+std::string describe_run_length(const RunConfig& config) {
+  try {
+    const RunConfig c = with_absolute_paths(config);
+    const ModelConfig mc = model_config_for_run(c);
+    TrainingData data = load_training_data(c, mc, false);
+    DocumentLoader loader(std::move(data.train), uint64_t(c.seed), true, c.data.packing,
+                          data.pad_id, data.conversations);
+    const RunLength n = run_length(c, loader.batches_per_epoch(c.train.micro_batch_size, c.train.seq_len),
+                                   1, !data.val.empty());
+    return fmt::format("# length: {}, for one data-parallel rank (R ranks / tp: a global batch R "
+                       "times larger, so about 1/R as many steps for train.epochs)\n# validation: {}\n",
+                       n.describe(c),
+                       n.eval_every > 0 ? fmt::format("every {} steps and after the last", n.eval_every)
+                                        : std::string("none (train.eval_every=0, or no validation split)"));
+  } catch (const Error& e) {
+    return fmt::format("# length: not known without the data and model: {}\n", e.what());
+  }
 }
 
 TrainingRun::~TrainingRun() = default;
@@ -275,18 +354,21 @@ std::vector<MicroBatch> TrainingRun::next_micro_batches() {
 }
 
 std::unique_ptr<TrainingRun> build_training_run(const RunConfig& c, Placement& place,
-                                                bool load_weights) {
+                                                const std::string& checkpoint) {
   auto run = std::make_unique<TrainingRun>(c, place);
-  run->model_config = model_config_for_run(c);
+  run->model_config = model_config_for_run(c, checkpoint);
   set_up_backend(*run);
-  TrainingData data = load_training_data(c, run->model_config);
+  TrainingData data = load_training_data(c, run->model_config, place.is_rank0());
   run->train_data = std::make_unique<DocumentLoader>(std::move(data.train), uint64_t(c.seed), true,
-                                                     c.data.packing, data.pad_id);
-  run->val = validation_batches(std::move(data.val), c, data.pad_id);
+                                                     c.data.packing, data.pad_id, data.conversations);
+  run->length = run_length(c, run->train_data->batches_per_epoch(c.train.micro_batch_size, c.train.seq_len),
+                           place.dp_size(), !data.val.empty());
+  if (run->length.eval_every > 0)
+    run->val = validation_batches(std::move(data.val), c, data.pad_id, data.conversations);
   if (c.train.eval_every > 0 && run->val.empty() && place.is_rank0())
     log::warn("train.eval_every={} but the validation split is empty; no evaluation",
               c.train.eval_every);
-  set_up_model(*run, load_weights);
+  set_up_model(*run, checkpoint.empty());
   return run;
 }
 

@@ -19,6 +19,7 @@
 #include "parallel/process.h"
 #include "parallel/zero.h"
 #include "train/run_config.h"
+#include "train/run_length.h"
 #include "train/train_step.h"
 
 namespace temper {
@@ -70,6 +71,7 @@ struct TrainingRun {
   std::unique_ptr<DynamicLossScale> loss_scale;  // f16 only
   std::unique_ptr<GradientBuckets> buckets;      // plain data parallelism
   StepOptions step_options;
+  RunLength length;  // steps (train.steps or train.epochs), validation interval
   LrSchedule schedule;
   // Where the frozen base of a PEFT run comes from (checkpoint/base.h): model.path made
   // absolute, a model-only checkpoint it started from, or "" (drawn from the seed).
@@ -86,9 +88,10 @@ PeftSpec peft_spec_of(const RunConfig& config);
 // the preset or config.json it was built from.
 std::string base_model_name(const RunConfig& config);
 
-// Builds a rank's run. `load_weights` false: the parameters are left uninitialised (a
-// checkpoint is about to overwrite them), so no model.path or init work is wasted.
+// Builds a rank's run. `checkpoint`: the checkpoint the run is about to start from (then
+// the parameters are left uninitialised, so no model.path or init work is wasted, and a
+// config that names no model shape takes the checkpoint's); "" for a fresh start.
 std::unique_ptr<TrainingRun> build_training_run(const RunConfig& config, Placement& place,
-                                                bool load_weights);
+                                                const std::string& checkpoint);
 
 }  // namespace temper

@@ -167,8 +167,9 @@ TEST(CheckpointTrain, WhereARunStartsFrom) {
   EXPECT_NE(r.output.find("nope.h5' does not exist"), std::string::npos) << r.output;
   // The directory's own checkpoint wins over checkpoint.load (a requeued job keeps its
   // progress): `other` trains to 2 from scratch, then continues from its own step 2.
-  ASSERT_EQ(train(other, "train.steps=2 checkpoint.every=2").status, 0);
-  r = train(other, "train.steps=3 checkpoint.every=2 checkpoint.load=" + ckpt(dir, 2).string());
+  ASSERT_EQ(train(other, "optim.schedule=constant train.steps=2 checkpoint.every=2").status, 0);
+  r = train(other, "optim.schedule=constant train.steps=3 checkpoint.every=2 checkpoint.load=" +
+                       ckpt(dir, 2).string());
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("resuming from " + ckpt(other, 2).string()), std::string::npos) << r.output;
 

@@ -190,11 +190,14 @@ TEST(CheckpointFaults, DamagedOrForeignCheckpointsAreClearErrors) {
 
 // A save that runs out of space: exit 1 naming the file, the temp file removed, the
 // earlier checkpoint and `latest` as they were; with space again the run resumes.
+// A constant schedule: the run resumes longer as it was going (resume_check.h).
+const std::string kSchedule = "optim.schedule=constant ";
+
 void expect_full_disk_handled(const fs::path& dir, const std::string& limited_prefix) {
-  ASSERT_EQ(train(dir, "train.steps=2 checkpoint.every=2").status, 0);
+  ASSERT_EQ(train(dir, kSchedule + "train.steps=2 checkpoint.every=2").status, 0);
   const CheckpointDir d(dir);
   const std::string before = test::file_bytes(d.file_for(2));
-  CommandResult r = train(dir, "train.steps=4 checkpoint.every=2", limited_prefix);
+  CommandResult r = train(dir, kSchedule + "train.steps=4 checkpoint.every=2", limited_prefix);
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("saving the checkpoint of step 4 failed"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("step-00000004.h5.tmp"), std::string::npos) << r.output;
@@ -213,7 +216,7 @@ TEST(CheckpointFaults, FullDiskDuringASave_FileSizeLimit) {
   const uintmax_t limit_kib = fs::file_size(CheckpointDir(dir).file_for(1)) / 2048;
   fs::remove_all(dir);
   expect_full_disk_handled(dir, fmt::format("ulimit -f {}; trap '' XFSZ;", limit_kib));
-  CommandResult r = train(dir, "train.steps=4 checkpoint.every=2");
+  CommandResult r = train(dir, kSchedule + "train.steps=4 checkpoint.every=2");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("resuming from"), std::string::npos) << r.output;
 }

@@ -125,7 +125,8 @@ TEST(PeftCli, LoraRunLeavesAnAdapterThatExportsMergesGeneratesAndContinues) {
   const fs::path other = make_base("peft_cli_base_changed", 6);
   fs::copy_file(other / "model.safetensors", base / "model.safetensors",
                 fs::copy_options::overwrite_existing);
-  r = temper(lora_run(run, base, "train.steps=9 checkpoint.every=3"));
+  // Forced past the longer schedule, still refused for the base.
+  r = temper(lora_run(run, base, "train.steps=9 checkpoint.every=3 checkpoint.resume=force"));
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("frozen base weights differ"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(base.string()), std::string::npos) << r.output;
@@ -148,8 +149,13 @@ TEST(PeftCli, ResumedPeftRunIsBitExact) {
   EXPECT_TRUE(test::file_bytes(a / "final" / "adapter_model.safetensors") ==
               test::file_bytes(b / "final" / "adapter_model.safetensors"))
       << "the resumed run's adapter differs";
-  // A base drawn from another seed is not the one the checkpoint was trained on.
-  const CommandResult other = test::run_command(test::train_cmd(b, args + " train.steps=9 seed=99"));
+  // A base drawn from another seed is not the one the checkpoint was trained on: refused as
+  // a config change, and forced, for the base.
+  const CommandResult changed = test::run_command(test::train_cmd(b, args + " train.steps=9 seed=99"));
+  EXPECT_EQ(changed.status, 1) << changed.output;
+  EXPECT_NE(changed.output.find("seed: 1234 -> 99"), std::string::npos) << changed.output;
+  const CommandResult other =
+      test::run_command(test::train_cmd(b, args + " train.steps=9 seed=99 checkpoint.resume=force"));
   EXPECT_EQ(other.status, 1) << other.output;
   EXPECT_NE(other.output.find("frozen base weights differ"), std::string::npos) << other.output;
 }

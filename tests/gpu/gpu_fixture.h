@@ -1,6 +1,6 @@
 // The GPU test fixture: a CPU and a CUDA backend with arenas, random inputs already
 // rounded to the storage dtype, upload/download in any float dtype, and the comparison
-// rule of DESIGN §9 (norm-wise relative error: f32 <= 1e-5, bf16/f16 <= 1e-2; NaN fails).
+// rule of docs/testing.md (norm-wise relative error: f32 <= 1e-5, bf16/f16 <= 1e-2; NaN fails).
 // Tests skip (with a message) when no CUDA device is visible.
 #pragma once
 #include <gtest/gtest.h>

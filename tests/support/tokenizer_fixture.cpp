@@ -4,6 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include "data/tokenizer.h"
+#include "io/hf_model.h"
+#include "kernels/backend.h"
+#include "model/transformer.h"
 
 namespace temper::test {
 
@@ -26,6 +29,25 @@ void write_byte_tokenizer(const std::filesystem::path& dir) {
       "{{ '<|im_start|>assistant\\n' }}{% endif %}";
   json cfg = {{"eos_token", "<|endoftext|>"}, {"chat_template", chatml}};
   std::ofstream(dir / "tokenizer_config.json") << cfg.dump();
+}
+
+std::filesystem::path write_byte_tokenizer_model(const std::filesystem::path& dir, uint64_t seed) {
+  ModelConfig c;
+  c.vocab_size = kByteTokenizerVocab;
+  c.hidden_size = 32;
+  c.intermediate_size = 64;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 512;
+  auto cpu = make_backend("cpu");
+  Transformer m(c, *cpu, DType::F32);
+  m.init_weights(seed);
+  const std::filesystem::path model = dir / "model";
+  std::filesystem::create_directories(model);
+  save_hf_model(m, model.string());
+  write_byte_tokenizer(model);
+  return model;
 }
 
 }  // namespace temper::test

@@ -12,4 +12,8 @@ constexpr int64_t kByteTokenizerVocab = 259;
 // Writes tokenizer.json and tokenizer_config.json into `dir`.
 void write_byte_tokenizer(const std::filesystem::path& dir);
 
+// A tiny Llama model directory with that tokenizer (vocab kByteTokenizerVocab, 2 blocks of
+// width 32, 512 positions, weights drawn from `seed`): dir/model, returned.
+std::filesystem::path write_byte_tokenizer_model(const std::filesystem::path& dir, uint64_t seed = 5);
+
 }  // namespace temper::test

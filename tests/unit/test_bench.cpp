@@ -1,5 +1,5 @@
 // The FLOP count behind TFLOP/s and MFU, recomputed here matrix by matrix from the
-// Llama 3.2 1B config (DESIGN §10: 6 per weight per token for the GEMMs, forward and
+// Llama 3.2 1B config (docs/user-guide.md, `temper bench`: 6 per weight per token for the GEMMs, forward and
 // both backward GEMMs, plus 12·L·H·Q·T for attention scores and values).
 #include <gtest/gtest.h>
 

@@ -194,5 +194,63 @@ TEST(Loader, SavedPositionResumesExactlyTheSameBatches) {
   }
 }
 
+// Conversations (whole_documents) are never split over two rows: a document that does not
+// fit in what is left of a row starts the next row, so every document is one attention
+// segment of its own length, and an epoch holds each exactly once. The same documents
+// packed as text do get split (what the flag prevents).
+TEST(Loader, WholeDocumentsAreNeverSplitOverRows) {
+  std::vector<int> lengths;
+  Rng rng(rng_stream(6, RngPurpose::Test, 0));
+  for (int i = 0; i < 50; ++i) lengths.push_back(3 + int(rng.below(14)));  // 3..16 <= seq_len
+  const auto docs = random_docs(lengths, 900, 9);
+  auto segments = [&](bool whole) {
+    DocumentLoader l(docs, 3, true, true, 999, whole);
+    std::vector<std::pair<int32_t, int>> out;  // (first token, length) of each document segment
+    while (l.position().epoch == 0) {
+      const MicroBatch b = l.next(3, 16);
+      for (size_t d = 0; d + 1 < b.cu_seqlens.size(); ++d) {
+        const int32_t first = b.ids[size_t(b.cu_seqlens[d])];
+        if (first != 999) out.push_back({first, b.cu_seqlens[d + 1] - b.cu_seqlens[d]});
+      }
+    }
+    return out;
+  };
+  const auto whole = segments(true);
+  std::set<int32_t> seen;
+  for (const auto& [first, length] : whole) {
+    ASSERT_LT(first, 50) << "a segment that is not a document's start: a split document";
+    EXPECT_EQ(length, lengths[size_t(first)]) << "document " << first;
+    seen.insert(first);
+  }
+  EXPECT_EQ(seen.size(), 50u);
+  EXPECT_GE(whole.size(), 50u);  // the last batch may run into the next epoch
+  int split = 0;
+  for (const auto& [first, length] : segments(false))
+    split += first >= 50 || length != lengths[size_t(first)];
+  EXPECT_GT(split, 0) << "text packing split no document: the test shows nothing";
+}
+
+// batches_per_epoch counts, without moving the loader, the micro-batches that next() takes
+// to pass over every document of epoch 0 once, in every mode.
+TEST(Loader, BatchesPerEpochIsWhatNextTakes) {
+  std::vector<int> lengths;
+  Rng rng(rng_stream(7, RngPurpose::Test, 0));
+  for (int i = 0; i < 70; ++i) lengths.push_back(3 + int(rng.below(20)));
+  const auto docs = random_docs(lengths, 900, 10);
+  for (bool packing : {true, false})
+    for (bool whole : {true, false}) {
+      DocumentLoader l(docs, 5, true, packing, 999, whole);
+      const int64_t counted = l.batches_per_epoch(3, 24);
+      EXPECT_EQ(l.position().index, 0u);
+      int64_t taken = 0;
+      while (l.position().epoch == 0 && l.position().index < docs.size()) {
+        l.next(3, 24);
+        ++taken;
+      }
+      EXPECT_EQ(counted, taken) << "packing " << packing << ", whole " << whole;
+      EXPECT_GT(counted, 1);
+    }
+}
+
 }  // namespace
 }  // namespace temper

@@ -181,49 +181,75 @@ TEST(Prepare, TextDocumentsEndWithEosAndStartWithBosWhenTheTokenizerAddsOne) {
   }
 }
 
-TEST(Prepare, SplitIsDeterministicInTheSeedAndMaxTokensCuts) {
+// --max-tokens: text documents are cut to it; conversations longer than it are left out
+// (cut, a reply would lose its end or all of it), counted. The split is a function of the
+// seed.
+TEST(Prepare, SplitIsDeterministicInTheSeedAndMaxTokensCutsTextDropsConversations) {
   const fs::path model = byte_model("prepare_split_model", false);
   const fs::path dir = test::temp_dir("prepare_split");
-  const std::string jsonl = (dir / "alpaca.jsonl").string();
+  const std::string alpaca = (dir / "alpaca.jsonl").string(), text = (dir / "text.jsonl").string();
   {
-    std::ofstream f(jsonl);
-    for (int i = 0; i < 200; ++i)
+    std::ofstream f(alpaca), t(text);
+    for (int i = 0; i < 200; ++i) {
       f << nlohmann::json({{"instruction", "Count to " + std::to_string(i)}, {"input", ""},
                            {"output", std::string(size_t(i % 50), 'x')}}).dump() << "\n";
+      t << nlohmann::json({{"text", "Count to " + std::string(size_t(i % 80), 'y')}}).dump() << "\n";
+    }
   }
-  // Lengths without a cut, to know which documents --max-tokens 60 must cut.
-  PrepareOptions full;
-  full.input = jsonl;
-  full.model = model.string();
-  full.out = (dir / "full.h5").string();
-  prepare_jsonl(full);
-  const TokenDataset uncut = read_token_dataset(full.out);
-  int64_t over = 0;
-  for (size_t i = 0; i + 1 < uncut.doc_offsets.size(); ++i)
-    over += uncut.doc_offsets[i + 1] - uncut.doc_offsets[i] > 60;
-  ASSERT_GT(over, 50);
-
-  auto split_of = [&](uint64_t seed, const std::string& name) {
-    PrepareOptions o = full;
+  // Lengths without a cut, to know which documents --max-tokens 60 must cut or drop.
+  auto lengths_of = [&](const std::string& input) {
+    PrepareOptions full;
+    full.input = input;
+    full.model = model.string();
+    full.out = input + ".full.h5";
+    prepare_jsonl(full);
+    const TokenDataset d = read_token_dataset(full.out);
+    std::vector<uint64_t> n;
+    for (size_t i = 0; i + 1 < d.doc_offsets.size(); ++i) n.push_back(d.doc_offsets[i + 1] - d.doc_offsets[i]);
+    return n;
+  };
+  auto prepared = [&](const std::string& input, uint64_t seed, const std::string& name, PrepareStats* st) {
+    PrepareOptions o;
+    o.input = input;
+    o.model = model.string();
     o.out = (dir / name).string();
     o.seed = seed;
     o.val_fraction = 0.1;
     o.max_tokens = 60;
-    PrepareStats st = prepare_jsonl(o);
-    EXPECT_EQ(st.format, "alpaca");
-    EXPECT_EQ(st.validation_documents, 20);
-    EXPECT_EQ(st.truncated, over);
-    const TokenDataset d = read_token_dataset(o.out);
-    for (size_t i = 0; i + 1 < d.doc_offsets.size(); ++i) {
-      const uint64_t n = d.doc_offsets[i + 1] - d.doc_offsets[i];
-      const uint64_t n_full = uncut.doc_offsets[i + 1] - uncut.doc_offsets[i];
-      EXPECT_EQ(n, std::min<uint64_t>(n_full, 60)) << i;
-    }
-    return d.split;
+    *st = prepare_jsonl(o);
+    return read_token_dataset(o.out);
   };
-  const auto a = split_of(1, "a.h5"), b = split_of(1, "b.h5"), c = split_of(2, "c.h5");
-  EXPECT_EQ(a, b);
-  EXPECT_NE(a, c);
+  const std::vector<uint64_t> chat_n = lengths_of(alpaca), text_n = lengths_of(text);
+  std::vector<uint64_t> kept;  // the conversations of at most 60 tokens, in order
+  for (uint64_t n : chat_n)
+    if (n <= 60) kept.push_back(n);
+  ASSERT_GT(chat_n.size() - kept.size(), 50u);
+  const int64_t cut = std::count_if(text_n.begin(), text_n.end(), [](uint64_t n) { return n > 60; });
+  ASSERT_GT(cut, 30);
+
+  std::vector<std::vector<uint8_t>> splits;
+  for (const auto& [seed, name] : {std::pair{1, "a.h5"}, std::pair{1, "b.h5"}, std::pair{2, "c.h5"}}) {
+    PrepareStats st;
+    const TokenDataset d = prepared(alpaca, uint64_t(seed), name, &st);
+    EXPECT_EQ(st.format, "alpaca");
+    EXPECT_EQ(st.truncated, 0);
+    EXPECT_EQ(st.dropped_long, int64_t(chat_n.size() - kept.size()));
+    ASSERT_EQ(d.documents(), kept.size());
+    EXPECT_EQ(st.validation_documents, int64_t(std::llround(double(kept.size()) * 0.1)));
+    for (size_t i = 0; i < kept.size(); ++i)
+      EXPECT_EQ(d.doc_offsets[i + 1] - d.doc_offsets[i], kept[i]) << i;
+    splits.push_back(d.split);
+  }
+  EXPECT_EQ(splits[0], splits[1]);
+  EXPECT_NE(splits[0], splits[2]);
+
+  PrepareStats st;
+  const TokenDataset t = prepared(text, 1, "text.h5", &st);
+  EXPECT_EQ(st.truncated, cut);
+  EXPECT_EQ(st.dropped_long, 0);
+  ASSERT_EQ(t.documents(), text_n.size());
+  for (size_t i = 0; i < text_n.size(); ++i)
+    EXPECT_EQ(t.doc_offsets[i + 1] - t.doc_offsets[i], std::min<uint64_t>(text_n[i], 60)) << i;
 }
 
 }  // namespace

@@ -173,16 +173,21 @@ TEST(Process, FromTheProcessEnvironment) {
   EXPECT_EQ(p.local_size, 2);
 }
 
-TEST(Process, PickGpuIsTheLocalRank) {
+// Every GPU visible (mpirun, srun --gpus-per-node): the local rank's own. Slurm's per-task
+// binding (--gpus-per-task=1) shows each task one GPU: device 0 of its own set, whatever
+// its local rank (it failed as "no GPU of its own" before).
+TEST(Process, PickGpuIsTheLocalRankModuloTheVisibleCount) {
   ProcessInfo p = detect_process(openmpi(6, 8, 2, 4));
   EXPECT_EQ(pick_gpu(p, 4), 2);
   EXPECT_EQ(pick_gpu(p, 8), 2);
-  std::string e = error_of([&] { pick_gpu(p, 2); });
-  EXPECT_NE(e.find("rank 6 (local rank 2 of 4 on host " + p.hostname +
-                   ") has no GPU of its own: only 2 visible"),
-            std::string::npos)
-      << e;
-  e = error_of([&] { pick_gpu(p, 0); });
+  EXPECT_EQ(pick_gpu(p, 1), 0);
+  EXPECT_EQ(pick_gpu(p, 2), 0);
+  ProcessInfo task3 = detect_process(std::map<std::string, std::string>{
+      {"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"}, {"SLURM_LOCALID", "3"},
+      {"SLURM_NODEID", "0"}, {"SLURM_STEP_TASKS_PER_NODE", "4"}});
+  EXPECT_EQ(pick_gpu(task3, 1), 0);
+  EXPECT_EQ(pick_gpu(task3, 4), 3);
+  const std::string e = error_of([&] { pick_gpu(p, 0); });
   EXPECT_NE(e.find("rank 6 (local rank 2 on host"), std::string::npos) << e;
   EXPECT_NE(e.find("no CUDA device is visible"), std::string::npos) << e;
 }

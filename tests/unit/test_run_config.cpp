@@ -36,7 +36,10 @@ TEST(RunConfig, DefaultsLoadFromEmptyFile) {
   EXPECT_EQ(c.model.dtype, "f32");
   EXPECT_EQ(c.model.overrides, ModelOverrides{});
   EXPECT_EQ(c.data.source, "synthetic");
-  EXPECT_EQ(c.train.steps, 100);
+  EXPECT_EQ(c.train.steps, 0);     // neither steps nor epochs: one epoch (run_length.h)
+  EXPECT_EQ(c.train.epochs, 0.0);
+  EXPECT_EQ(c.train.eval_every, -1);  // every 10% of the run when there is a val split
+  EXPECT_EQ(c.optim.beta2, 0.999);
   EXPECT_EQ(c.train.micro_batch_size, 4);
   EXPECT_EQ(c.optim.lr, 3e-4);
   EXPECT_EQ(c.optim.schedule, "cosine");
@@ -180,8 +183,8 @@ TEST(RunConfig, WrongTypeIsAnError) {
 
 TEST(RunConfig, OutOfRangeValuesAreErrors) {
   for (const std::string bad :
-       {"train.steps=0", "train.micro_batch_size=0", "train.grad_accum=-1", "train.seq_len=1",
-        "train.eval_every=-1", "train.eval_batches=0", "train.log_every=0", "train.loss_chunk=0",
+       {"train.steps=-1", "train.micro_batch_size=0", "train.grad_accum=-1", "train.seq_len=1",
+        "train.eval_every=-2", "train.epochs=-0.5", "train.eval_batches=0", "train.log_every=0", "train.loss_chunk=0",
         "train.progress=fancy", "optim.lr=-0.001", "optim.warmup_steps=-1",
         "optim.schedule=step", "optim.beta1=1", "optim.beta2=-0.5", "optim.grad_clip=-1",
         "optim.eps=0", "optim.weight_decay=-0.1", "optim.min_lr_ratio=1.5", "seed=-1",
@@ -203,7 +206,7 @@ TEST(RunConfig, OutOfRangeValuesAreErrors) {
                 .find("model.config"),
             std::string::npos);
   // An error from the file names the file and line.
-  const std::string msg = error_of([] { from_text("\ntrain:\n  steps: 0\n"); });
+  const std::string msg = error_of([] { from_text("\ntrain:\n  seq_len: 1\n"); });
   EXPECT_NE(msg.find("test.yaml:3"), std::string::npos) << msg;
 }
 
@@ -211,7 +214,7 @@ TEST(RunConfig, CheckpointKeys) {
   const RunConfig d = from_text("");
   EXPECT_EQ(d.checkpoint.every, 0);
   EXPECT_EQ(d.checkpoint.keep, 3);
-  EXPECT_TRUE(d.checkpoint.resume);
+  EXPECT_EQ(d.checkpoint.resume, "true");
   EXPECT_EQ(d.checkpoint.load, "");
   EXPECT_EQ(d.train.max_nonfinite_steps, 20);
   const RunConfig c = from_text("checkpoint:\n  every: 50\n  keep: 1\n  resume: false\n",
@@ -219,7 +222,7 @@ TEST(RunConfig, CheckpointKeys) {
                                  "train.max_nonfinite_steps=0"});
   EXPECT_EQ(c.checkpoint.every, 50);
   EXPECT_EQ(c.checkpoint.keep, 1);
-  EXPECT_FALSE(c.checkpoint.resume);
+  EXPECT_EQ(c.checkpoint.resume, "false");  // a bool spelling, read as one
   EXPECT_EQ(c.checkpoint.load, "runs/a/checkpoints/step-00000050.h5");
   EXPECT_EQ(c.train.max_nonfinite_steps, 0);
   for (const std::string bad : {"checkpoint.every=-1", "checkpoint.keep=0",
@@ -228,7 +231,10 @@ TEST(RunConfig, CheckpointKeys) {
     const std::string msg = error_of([&] { from_text("", {bad}); });
     EXPECT_NE(msg.find("'" + key + "'"), std::string::npos) << bad << " -> " << msg;
   }
-  EXPECT_NE(error_of([] { from_text("", {"checkpoint.resume=maybe"}); }).find("bool"),
+  EXPECT_EQ(from_text("", {"checkpoint.resume=force"}).checkpoint.resume, "force");
+  EXPECT_EQ(from_text("", {"checkpoint.resume=on"}).checkpoint.resume, "true");
+  EXPECT_NE(error_of([] { from_text("", {"checkpoint.resume=maybe"}); })
+                .find("must be one of \"true\", \"false\", \"force\""),
             std::string::npos);
   EXPECT_NE(error_of([] { from_text("", {"checkpoint.evry=5"}); }).find("checkpoint.every"),
             std::string::npos);
@@ -239,6 +245,33 @@ TEST(RunConfig, Hdf5SourceNeedsAPath) {
   EXPECT_NE(msg.find("data.path"), std::string::npos) << msg;
   EXPECT_NE(msg.find("temper prepare"), std::string::npos) << msg;
   EXPECT_NO_THROW(from_text("data:\n  source: hdf5\n  path: d.h5\n"));
+}
+
+// A data.path is never ignored: it makes the source hdf5 when data.source is not given,
+// and is an error beside an explicit data.source=synthetic (the generated corpus would be
+// trained on without a word).
+TEST(RunConfig, DataPathMakesTheSourceHdf5AndIsNeverIgnored) {
+  EXPECT_EQ(from_text("data:\n  path: d.h5\n").data.source, "hdf5");
+  EXPECT_EQ(from_text("", {"data.path=d.h5"}).data.source, "hdf5");
+  EXPECT_EQ(from_text("").data.source, "synthetic");
+  const std::string msg = error_of([] { from_text("data:\n  source: synthetic\n", {"data.path=d.h5"}); });
+  EXPECT_NE(msg.find("'data.path' = \"d.h5\" on the command line is set, but 'data.source' is "
+                     "synthetic in test.yaml:2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("set data.source=hdf5"), std::string::npos) << msg;
+  // The written config reads back as the same run.
+  const RunConfig c = from_text("", {"data.path=d.h5"});
+  EXPECT_EQ(from_text(to_yaml(c)), c);
+}
+
+TEST(RunConfig, StepsOrEpochsNotBoth) {
+  EXPECT_EQ(from_text("", {"train.epochs=1.5"}).train.epochs, 1.5);
+  const std::string both = error_of([] { from_text("train:\n  steps: 10\n", {"train.epochs=2"}); });
+  EXPECT_NE(both.find("'train.steps' = 10 in test.yaml:2 and 'train.epochs' = 2.0 on the command "
+                      "line are both set"), std::string::npos) << both;
+  EXPECT_NE(error_of([] { from_text("", {"train.epochs=-1"}); }).find("'train.epochs'"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { from_text("", {"train.eval_every=-2"}); }).find("'train.eval_every'"),
+            std::string::npos);
 }
 
 TEST(RunConfig, MalformedYamlNamesFileAndLine) {

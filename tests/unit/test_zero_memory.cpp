@@ -1,4 +1,4 @@
-// Per-rank memory of the model and AdamW state under ZeRO-1, as DESIGN §4 states it for
+// Per-rank memory of the model and AdamW state under ZeRO-1, as docs/parallelism.md states it for
 // mixed precision: 16 bytes per parameter unsharded (bf16 parameters 2 + bf16 gradients
 // 2 + fp32 master, m, v 12), 4 + 12/dp with the optimizer state sharded. The buffers are
 // real allocations (bf16 on the CPU backend; no kernels run), each rank's shard as
