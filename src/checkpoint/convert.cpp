@@ -104,8 +104,10 @@ std::string export_peft(const std::string& checkpoint, const std::string& dir) {
          checkpoint, peft_method_name(model->peft().method));
   save_peft_adapter(*model, dir, meta.base_model.empty() ? source_model_of(checkpoint) : meta.base_model);
   const std::string tokenizer = add_tokenizer(checkpoint, dir);
-  return fmt::format("{}: adapter_config.json, adapter_model.safetensors ({} tensors, {}){} from "
-                     "{} (step {})", dir, model->params().size() - size_t(std::count_if(
+  const bool hub = model->peft().method == PeftMethod::Adapter;  // AdapterHub's layout
+  return fmt::format("{}: adapter_config.json, {} ({} trained tensors, {}){} from "
+                     "{} (step {})", dir, hub ? "adapter.safetensors" : "adapter_model.safetensors",
+                     model->params().size() - size_t(std::count_if(
                          model->params().all().begin(), model->params().all().end(),
                          [](const Parameter& p) { return !p.trainable; })),
                      meta.model_dtype, tokenizer, checkpoint, meta.step);

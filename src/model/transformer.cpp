@@ -1,5 +1,7 @@
 #include "model/transformer.h"
 
+#include "io/hf_model.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -212,6 +214,36 @@ const RowParallelProjection& Transformer::row_projection(int64_t layer, int site
 
 ProjectionContext Transformer::projection_context(bool training) {
   return {backend_, params_, tp_, *act_arena_, training, dropout_seed_, micro_batch_index_};
+}
+
+void Transformer::init_prompt_from_tokens(const std::vector<int32_t>& ids) {
+  TEMPER_CHECK(virtual_.defined() && !virtual_.p_tuning(), "init_prompt_from_tokens: not prompt tuning");
+  TEMPER_CHECK(int64_t(ids.size()) == virtual_.count(), "init_prompt_from_tokens: {} ids for {} virtual tokens",
+               ids.size(), virtual_.count());
+  for (int32_t id : ids)
+    if (id < 0 || id >= config_.vocab_size)
+      fail("config key 'peft.init_text': token id {} is outside the vocabulary ({})", id, config_.vocab_size);
+  act_arena_->reset();
+  Tensor dev_ids = act_arena_->allocate(DType::I32, Shape{int64_t(ids.size())});
+  backend_.copy_from_host(dev_ids, tp_.active() ? tp_.local_ids(ids, config_.vocab_size).data() : ids.data());
+  Tensor table = params_[virtual_.table()].value;  // [N, C], replicated
+  backend_.embedding_forward(table, dev_ids, params_[embed_].value);
+  tp_.reduce_embedding_output(table);
+  act_arena_->reset();
+}
+
+std::vector<float> Transformer::soft_prompt_embeddings() {
+  act_arena_->reset();
+  TEMPER_CHECK(virtual_.defined() || prefix_.defined(), "soft_prompt_embeddings: no soft prompt");
+  std::vector<float> out = virtual_.defined() ? virtual_.peft_embeddings(backend_, params_, *act_arena_)
+                                              : prefix_.peft_embeddings(backend_, params_, *act_arena_, tp_);
+  act_arena_->reset();
+  return out;
+}
+
+void Transformer::set_soft_prompt_embeddings(const std::vector<float>& values) {
+  if (prefix_.defined()) return prefix_.set_from_peft(backend_, params_, values);
+  virtual_.set_from_peft(backend_, params_, values);
 }
 
 void Transformer::init_adapters(uint64_t seed) {

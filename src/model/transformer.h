@@ -37,6 +37,15 @@ class Transformer {
   // Adapters: LoRA A and B from `seed` (B = 0, so the model is unchanged), DoRA's magnitude
   // from the base weights as they are now (load them first).
   void init_adapters(uint64_t seed);
+  // Prompt tuning's TEXT init (PEFT's prompt_tuning_init_text): the virtual token table
+  // becomes the embeddings of `ids` (already repeated or cut to the table's length), looked
+  // up as the forward does (vocab-parallel under tp). Collective over the tp group.
+  void init_prompt_from_tokens(const std::vector<int32_t>& ids);
+  // The soft prompt as PEFT saves it ("prompt_embeddings"): virtual token embeddings
+  // [N, C] (P-tuning: the encoder's output) or prefix keys and values [N, L·2·kv_dim]
+  // (peft/prompts.h). Collective over the tp group. set_: prompt tuning, P-tuning v2.
+  std::vector<float> soft_prompt_embeddings();
+  void set_soft_prompt_embeddings(const std::vector<float>& values);
   const PeftSpec& peft() const { return peft_; }
   // Dropout masks are drawn from (seed, projection, micro-batch index, element): the index
   // is the global position of the next forward_backward's micro-batch in the run (step ×

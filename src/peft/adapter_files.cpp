@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "io/hf_model.h"
+#include "peft/adapterhub_files.h"
 
 namespace fs = std::filesystem;
 
@@ -85,6 +86,79 @@ std::map<size_t, std::vector<int64_t>> peft_shapes(const Transformer& model) {
   return out;
 }
 
+constexpr const char* kPromptKey = "prompt_embeddings";
+
+// PEFT's "prompt_embeddings" into the model (prompt tuning's table, or P-tuning v2's
+// per-layer keys and values), with its shape checked against the model's.
+void load_prompt_embeddings(Transformer& model, const SafetensorsFile& weights, const std::string& file) {
+  const ModelConfig& c = model.config();
+  const PromptSpec& ps = model.peft().prompt;
+  const bool prefix = model.peft().method == PeftMethod::PrefixTuning;
+  const std::vector<int64_t> want = {ps.num_virtual_tokens,
+                                     prefix ? c.num_hidden_layers * 2 * c.kv_dim() : c.hidden_size};
+  for (const auto& [key, e] : weights.tensors)
+    if (key != kPromptKey)
+      fail("{}: tensor '{}' is not part of a soft prompt (expected only '{}')", file, key, kPromptKey);
+  if (!weights.tensors.count(kPromptKey)) fail("{}: tensor '{}' is missing", file, kPromptKey);
+  const SafetensorsEntry& e = weights.tensors.at(kPromptKey);
+  if (e.shape != want)
+    fail("{}: tensor '{}' has shape [{}], this model needs [{}]{}", file, kPromptKey, fmt::join(e.shape, ", "),
+         fmt::join(want, ", "), prefix ? " (virtual tokens, layers × 2 × kv heads × head dim)"
+                                       : " (virtual tokens, hidden size)");
+  if (e.dtype != "F32" && e.dtype != "BF16" && e.dtype != "F16")
+    fail("{}: tensor '{}' has dtype {} (expected F32, BF16 or F16)", file, kPromptKey, e.dtype);
+  model.set_soft_prompt_embeddings(e.to_f32());
+}
+
+// A soft prompt as PEFT saves it in inference mode: what the method feeds the model.
+void save_prompt_adapter(Transformer& model, const std::string& dir, const std::string& base_model, bool write) {
+  const std::vector<float> values = model.soft_prompt_embeddings();  // collective over tp
+  if (!write) return;
+  const ModelConfig& mc = model.config();
+  const PeftSpec& spec = model.peft();
+  const PromptSpec& ps = spec.prompt;
+  const bool prefix = spec.method == PeftMethod::PrefixTuning;
+  const int64_t width = prefix ? mc.num_hidden_layers * 2 * mc.kv_dim() : mc.hidden_size;
+  SafetensorsFile f;
+  f.metadata["format"] = "pt";
+  f.tensors.emplace(kPromptKey, safetensors_f32(values, {ps.num_virtual_tokens, width}));
+  fs::create_directories(dir);
+  const fs::path st = fs::path(dir) / kWeightsFile;
+  write_safetensors(st.string() + ".tmp", f);
+  fs::rename(st.string() + ".tmp", st);
+  const int64_t hidden = ps.encoder_hidden_size > 0 ? ps.encoder_hidden_size : mc.hidden_size;
+  nlohmann::json c = {
+      {"auto_mapping", nullptr},
+      {"base_model_name_or_path", base_model},
+      {"inference_mode", true},
+      {"num_attention_heads", prefix ? mc.num_key_value_heads : mc.num_attention_heads},
+      {"num_layers", mc.num_hidden_layers},
+      {"num_transformer_submodules", 1},
+      {"num_virtual_tokens", ps.num_virtual_tokens},
+      {"revision", nullptr},
+      {"task_type", "CAUSAL_LM"},
+      {"token_dim", prefix ? mc.kv_dim() : mc.hidden_size},  // PEFT's for grouped-query prefixes
+  };
+  if (spec.method == PeftMethod::PromptTuning) {
+    c["peft_type"] = "PROMPT_TUNING";
+    c["prompt_tuning_init"] = ps.init_text.empty() ? "RANDOM" : "TEXT";
+    c["prompt_tuning_init_text"] = ps.init_text.empty() ? nlohmann::json(nullptr) : nlohmann::json(ps.init_text);
+    c["tokenizer_name_or_path"] = ps.init_text.empty() ? nlohmann::json(nullptr) : nlohmann::json(base_model);
+    c["tokenizer_kwargs"] = nullptr;
+  } else if (spec.method == PeftMethod::PTuning) {
+    c["peft_type"] = "P_TUNING";
+    c["encoder_reparameterization_type"] = "MLP";
+    c["encoder_hidden_size"] = hidden;
+    c["encoder_num_layers"] = 2;
+    c["encoder_dropout"] = 0.0;
+  } else {
+    c["peft_type"] = "PREFIX_TUNING";
+    c["encoder_hidden_size"] = hidden;
+    c["prefix_projection"] = ps.prefix_projection;
+  }
+  std::ofstream(fs::path(dir) / kConfigFile) << c.dump(2) << "\n";
+}
+
 }  // namespace
 
 std::string peft_key(const std::string& name) { return kPrefix + name; }
@@ -112,11 +186,27 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
   }
   const nlohmann::json& c = a.config;
   if (!c.is_object()) fail("{}: expected a JSON object", cfg_file);
+  if (is_adapterhub_config(c)) {
+    a.method = PeftMethod::Adapter;
+    a.bottleneck = read_adapterhub_config(c, cfg_file);
+    a.weights = read_adapterhub_weights(dir, c);
+    return a;
+  }
   const std::string type = config_value<std::string>(c, "peft_type", "", cfg_file);
   if (type.empty()) fail("{}: no \"peft_type\"", cfg_file);
+  if (type == "PROMPT_TUNING" || type == "P_TUNING" || type == "PREFIX_TUNING") {
+    a.method = type == "PREFIX_TUNING" ? PeftMethod::PrefixTuning : PeftMethod::PromptTuning;
+    a.prompt.num_virtual_tokens = config_value<int64_t>(c, "num_virtual_tokens", 0, cfg_file);
+    if (a.prompt.num_virtual_tokens <= 0)
+      fail("{}: \"num_virtual_tokens\" = {} must be > 0", cfg_file, a.prompt.num_virtual_tokens);
+    if (config_value<int64_t>(c, "num_transformer_submodules", 1, cfg_file) != 1)
+      fail("{}: \"num_transformer_submodules\" must be 1 (a decoder-only model)", cfg_file);
+    a.weights = read_weights(dir);
+    return a;
+  }
   if (type != "LORA" && type != "IA3")
-    fail("{}: peft_type \"{}\" is not supported here: Temper reads LORA (LoRA, rsLoRA, DoRA) "
-         "and IA3 adapters", cfg_file, type);
+    fail("{}: peft_type \"{}\" is not supported here: Temper reads LORA (LoRA, rsLoRA, DoRA), "
+         "IA3, PROMPT_TUNING, P_TUNING and PREFIX_TUNING adapters", cfg_file, type);
   a.modules_to_save = string_list(c, "modules_to_save", cfg_file);
   if (config_value<bool>(c, "fan_in_fan_out", false, cfg_file))
     fail("{}: \"fan_in_fan_out\": true (GPT-2 Conv1D layers) is not supported", cfg_file);
@@ -158,6 +248,8 @@ void adopt_adapter_structure(PeftSpec& spec, const PeftAdapter& a) {
   const double dropout = spec.lora.dropout;
   const bool gaussian = spec.lora.gaussian_init;
   spec.method = a.method;
+  spec.prompt = a.prompt;  // (no init text, no projection: the file holds their result)
+  spec.bottleneck = a.bottleneck;
   spec.ia3 = a.ia3;
   spec.lora = a.lora;
   spec.lora.dropout = dropout;
@@ -166,7 +258,9 @@ void adopt_adapter_structure(PeftSpec& spec, const PeftAdapter& a) {
 }
 
 void load_peft_adapter(Transformer& model, const PeftAdapter& a) {
-  const std::string file = (fs::path(a.dir) / kWeightsFile).string();
+  const std::string file = (fs::path(a.dir) / (a.method == PeftMethod::Adapter ? "adapter.safetensors" : kWeightsFile)).string();
+  if (model.peft().method == PeftMethod::PromptTuning || model.peft().method == PeftMethod::PrefixTuning)
+    return load_prompt_embeddings(model, a.weights, file);
   ParameterSet& params = model.params();
   const auto shapes = peft_shapes(model);
   std::set<std::string> used;
@@ -197,11 +291,14 @@ void load_peft_adapter(Transformer& model, const PeftAdapter& a) {
 
 void save_peft_adapter(Transformer& model, const std::string& dir, const std::string& base_model,
                        const TensorParallel& tp, Communicator* tp_group, bool write) {
+  const PeftSpec& spec = model.peft();
+  TEMPER_CHECK(spec.adapters(), "save_peft_adapter: the model has no adapters");
+  if (spec.virtual_tokens() || spec.method == PeftMethod::PrefixTuning)
+    return save_prompt_adapter(model, dir, base_model, write);
   ParameterSet& params = model.params();
   const std::vector<std::vector<uint8_t>> full = gather_full_parameters(params, model.backend(), tp, tp_group);
   if (!write) return;
-  const PeftSpec& spec = model.peft();
-  TEMPER_CHECK(spec.adapters(), "save_peft_adapter: the model has no adapters");
+  if (spec.method == PeftMethod::Adapter) return write_adapterhub_adapter(model, dir, base_model, full);
   const auto shapes = peft_shapes(model);
   SafetensorsFile f;
   f.metadata["format"] = "pt";

@@ -4,7 +4,11 @@
 //                              ...lora_B.weight [out, r], ...lora_magnitude_vector [out]
 //                              (DoRA); IA3: ...ia3_l [out, 1] or, feed-forward, [1, in];
 //                              base_model.model.<param> (modules_to_save), and
-//                              {"format": "pt"} metadata
+//                              {"format": "pt"} metadata; soft prompts (PROMPT_TUNING,
+//                              P_TUNING, PREFIX_TUNING): one tensor prompt_embeddings,
+//                              what PEFT runs in inference mode (the virtual token
+//                              embeddings [N, C], P-tuning's encoder output, or the
+//                              flattened prefix [N, L·2·kv_dim], the projection's output)
 // so PeftModel.from_pretrained loads what we write and we load what PEFT saves. Errors
 // name the file and the key or tensor that is wrong.
 #pragma once
@@ -25,19 +29,23 @@ struct PeftAdapter {
   PeftMethod method = PeftMethod::Lora;  // peft_type LORA or IA3
   LoraSpec lora;                  // LORA: r, alpha, rslora, dora, targets, layers
   Ia3Spec ia3;                    // IA3: targets, feed-forward modules
+  PromptSpec prompt;              // soft prompts: num_virtual_tokens
+  BottleneckSpec bottleneck;      // an AdapterHub bottleneck adapter (peft/adapterhub_files.h)
   std::vector<std::string> modules_to_save;
   SafetensorsFile weights;        // adapter_model.safetensors, PEFT's keys
 };
 
 // Reads and validates an adapter directory: peft_type LORA (LoRA, rsLoRA, DoRA) with the
 // LoraConfig fields we support (errors name those we do not: rank_pattern, lora_bias, ...),
-// or IA3.
+// IA3, or a soft prompt; or an AdapterHub bottleneck adapter (its weights' keys renamed
+// to PEFT's form).
 PeftAdapter read_peft_adapter(const std::string& dir);
 bool is_peft_adapter_dir(const std::string& dir);
 
 // A run that continues an adapter takes its structure from it: method lora and the
 // adapter's r, alpha, rsLoRA, DoRA, targets, layers and modules_to_save (dropout and init
-// stay the run's).
+// stay the run's). A soft prompt continues as what its file holds: P-tuning's encoder
+// output as a prompt-tuning table, a projected prefix as P-tuning v2's keys and values.
 void adopt_adapter_structure(PeftSpec& spec, const PeftAdapter& adapter);
 
 // Sets the model's adapter parameters (and modules_to_save weights) from the adapter, each

@@ -42,6 +42,13 @@ void merge_ia3(Backend& be, const ParameterSet& from, ParameterSet& to, const Pr
 }  // namespace
 
 void merge_adapters(Transformer& adapted, Transformer& plain) {
+  const PeftMethod method = adapted.peft().method;
+  if (method != PeftMethod::Lora && method != PeftMethod::Ia3 && method != PeftMethod::Full &&
+      method != PeftMethod::Partial)
+    fail("peft.method {} cannot be merged into the base weights: {}; use its adapter directory "
+         "(`temper export --to peft`) with the base model", peft_method_name(method),
+         method == PeftMethod::Adapter ? "its bottleneck layers add computation the base model does not have"
+                                       : "its virtual tokens or prefix are inputs, not weights");
   Backend& be = adapted.backend();
   ParameterSet& from = adapted.params();
   for (Parameter& p : plain.params().all()) {

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "data/batch.h"
+#include "io/hf_model.h"
 
 namespace temper {
 
@@ -93,6 +94,20 @@ void VirtualTokens::backward(Backend& be, ParameterSet& params, Arena& arena, Te
   encoder_.backward(be, params, arena, d, dtable);
 }
 
+std::vector<float> VirtualTokens::peft_embeddings(Backend& be, const ParameterSet& params, Arena& arena) {
+  const Tensor prompt = forward(be, params, arena);
+  Tensor f32 = arena.allocate(DType::F32, prompt.shape());
+  be.copy(f32, prompt);
+  std::vector<float> host(size_t(f32.numel()));
+  be.copy_to_host(host.data(), f32);
+  return host;
+}
+
+void VirtualTokens::set_from_peft(Backend& be, ParameterSet& params, const std::vector<float>& table) const {
+  TEMPER_CHECK(!encoder_.defined(), "VirtualTokens::set_from_peft: not for P-tuning's encoder");
+  set_parameter(be, params[table_], table);
+}
+
 // ---- PrefixKv -----------------------------------------------------------------------------
 
 PrefixKv::PrefixKv(int64_t n, int64_t layers, int64_t kv_dim, int tp_size, int tp_rank)
@@ -166,20 +181,57 @@ Tensor PrefixKv::value_grad(const ParameterSet& params, int64_t layer) const {
   return params[per_layer_[size_t(2 * layer + 1)]].grad;
 }
 
-void PrefixKv::backward(Backend& be, ParameterSet& params, Arena& arena, const TensorParallel& tp) {
-  if (!mlp_.defined()) return;
+void PrefixKv::to_peft_layout(Backend& be, Tensor out, Tensor keys, Tensor values) const {
   const int64_t width = layers_ * 2 * kv_dim_;
-  Tensor dout = arena.allocate(dkeys_.dtype(), Shape{count_, width});
-  be.zero(dout);
+  be.zero(out);
   for (int64_t l = 0; l < layers_; ++l)
     for (int64_t t = 0; t < count_; ++t)
       for (int kv = 0; kv < 2; ++kv) {
         const int64_t col = (2 * l + kv) * kv_dim_ + tp_rank_ * kv_local_;
-        be.copy(dout.flat(t * width + col, kv_local_),
-                (kv ? dvalues_ : dkeys_).flat((l * count_ + t) * kv_local_, kv_local_));
+        be.copy(out.flat(t * width + col, kv_local_),
+                (kv ? values : keys).flat((l * count_ + t) * kv_local_, kv_local_));
       }
+}
+
+void PrefixKv::backward(Backend& be, ParameterSet& params, Arena& arena, const TensorParallel& tp) {
+  if (!mlp_.defined()) return;
+  Tensor dout = arena.allocate(dkeys_.dtype(), Shape{count_, layers_ * 2 * kv_dim_});
+  to_peft_layout(be, dout, dkeys_, dvalues_);
   tp.reduce_prefix_encoder_grad(dout);  // every rank filled its own heads' columns
   mlp_.backward(be, params, arena, dout, params[embedding_].grad);
+}
+
+std::vector<float> PrefixKv::peft_embeddings(Backend& be, const ParameterSet& params, Arena& arena,
+                                             const TensorParallel& tp) {
+  forward(be, params, arena, tp);
+  const DType dt = params[mlp_.defined() ? embedding_ : per_layer_[0]].value.dtype();
+  Tensor keys = arena.allocate(dt, Shape{layers_, count_, kv_local_});
+  Tensor values = arena.allocate(dt, Shape{layers_, count_, kv_local_});
+  for (int64_t l = 0; l < layers_; ++l) {
+    be.copy(keys.flat(l * count_ * kv_local_, count_ * kv_local_), key(params, l));
+    be.copy(values.flat(l * count_ * kv_local_, count_ * kv_local_), value(params, l));
+  }
+  Tensor out = arena.allocate(dt, Shape{count_, layers_ * 2 * kv_dim_});
+  to_peft_layout(be, out, keys, values);
+  tp.reduce_prefix_encoder_grad(out);  // the same gather: every rank its heads' columns
+  Tensor f32 = arena.allocate(DType::F32, out.shape());
+  be.copy(f32, out);
+  std::vector<float> host(size_t(f32.numel()));
+  be.copy_to_host(host.data(), f32);
+  return host;
+}
+
+void PrefixKv::set_from_peft(Backend& be, ParameterSet& params, const std::vector<float>& flat) const {
+  TEMPER_CHECK(!mlp_.defined(), "PrefixKv::set_from_peft: only without projection");
+  const int64_t width = layers_ * 2 * kv_dim_;
+  TEMPER_CHECK(int64_t(flat.size()) == count_ * width, "PrefixKv::set_from_peft: size");
+  for (int64_t l = 0; l < layers_; ++l)
+    for (int kv = 0; kv < 2; ++kv) {
+      std::vector<float> full(size_t(count_ * kv_dim_));
+      for (int64_t t = 0; t < count_; ++t)
+        std::copy_n(flat.begin() + t * width + (2 * l + kv) * kv_dim_, kv_dim_, full.begin() + t * kv_dim_);
+      set_parameter(be, params[per_layer_[size_t(2 * l + kv)]], full);
+    }
 }
 
 }  // namespace temper
@@ -189,9 +241,7 @@ namespace temper {
 MicroBatch with_soft_prompt(const MicroBatch& batch, int64_t virtual_tokens, int64_t shift,
                             int64_t max_positions, std::vector<int64_t>* starts,
                             std::vector<int64_t>* real) {
-  MicroBatch out;
-  out.rows = batch.rows;
-  out.seq_len = batch.seq_len;
+  MicroBatch out;  // one row of all the segments: tokens() counts the virtual slots too
   out.cu_seqlens = {0};
   starts->clear();
   real->clear();
@@ -212,6 +262,8 @@ MicroBatch with_soft_prompt(const MicroBatch& batch, int64_t virtual_tokens, int
     }
     out.cu_seqlens.push_back(int32_t(out.ids.size()));
   }
+  out.rows = 1;
+  out.seq_len = int64_t(out.ids.size());
   if (highest >= max_positions)
     fail("config key 'peft.num_virtual_tokens' = {}: with it a document's tokens reach position "
          "{}, past the model's max_position_embeddings ({}); use fewer virtual tokens or a "

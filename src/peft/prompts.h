@@ -58,6 +58,9 @@ class VirtualTokens {
   Tensor forward(Backend& be, const ParameterSet& params, Arena& arena);
   // d[N, C] summed over every use of the prompt in the micro-batch.
   void backward(Backend& be, ParameterSet& params, Arena& arena, Tensor d);
+  // PEFT's saved "prompt_embeddings" [N, C] on the host: the table, or the encoder's output.
+  std::vector<float> peft_embeddings(Backend& be, const ParameterSet& params, Arena& arena);
+  void set_from_peft(Backend& be, ParameterSet& params, const std::vector<float>& table) const;  // not P-tuning
 
  private:
   int64_t count_ = 0;
@@ -92,14 +95,20 @@ class PrefixKv {
   // summed over tp first: each rank filled its own heads' columns).
   void backward(Backend& be, ParameterSet& params, Arena& arena, const TensorParallel& tp);
   // The whole prefix in PEFT's layout [N, L·2·kv_dim] (layer l's keys at columns
-  // [2l·kv_dim, (2l+1)·kv_dim), its values next), on the host, this rank's columns only
-  // filled (gather over tp for the whole).
+  // [2l·kv_dim, (2l+1)·kv_dim), its values next; PEFT's saved "prompt_embeddings"), on the
+  // host. Runs the MLP when there is one; collective over tp (each rank has its heads).
+  std::vector<float> peft_embeddings(Backend& be, const ParameterSet& params, Arena& arena,
+                                     const TensorParallel& tp);
+  // Without projection: every layer's keys and values from PEFT's layout [N, L·2·kv_dim].
+  void set_from_peft(Backend& be, ParameterSet& params, const std::vector<float>& flat) const;
   size_t embedding() const { return embedding_; }
   const std::vector<size_t>& layer_params() const { return per_layer_; }
 
  private:
   int64_t count_ = 0, layers_ = 0, kv_dim_ = 0, kv_local_ = 0;
   int tp_size_ = 1, tp_rank_ = 0;
+  // out [N, L·2·kv_dim] (zeroed first) gets this rank's columns of (d)keys / (d)values.
+  void to_peft_layout(Backend& be, Tensor out, Tensor keys, Tensor values) const;
   std::vector<size_t> per_layer_;  // no projection: key, value of layer 0, 1, ...
   size_t embedding_ = size_t(-1);
   SmallMlp mlp_;

@@ -193,6 +193,22 @@ void set_up_backend(TrainingRun& run) {
   if (place.grid) run.tp = TensorParallel(*run.tp_tensors, &place.grid->tp());
 }
 
+// Prompt tuning's TEXT init as PEFT does it: the model's tokenizer encodes peft.init_text
+// as tokenizer(text) would (with BOS where the model adds one), repeated or cut to
+// num_virtual_tokens; the table starts as those tokens' embeddings.
+void init_prompt_from_text(Transformer& model, const RunConfig& c) {
+  if (c.model.path.empty())
+    fail("config key 'peft.init_text' needs model.path: the text is encoded with the model's tokenizer");
+  const ModelTokenizer mt = load_model_tokenizer(c.model.path);
+  std::vector<int32_t> text;
+  if (mt.add_bos && mt.bos_id) text.push_back(*mt.bos_id);
+  for (int32_t id : mt.tokenizer.encode(c.peft.init_text)) text.push_back(id);
+  if (text.empty()) fail("config key 'peft.init_text': the text encodes to no tokens");
+  std::vector<int32_t> ids;
+  for (size_t i = 0; int64_t(ids.size()) < c.peft.num_virtual_tokens; ++i) ids.push_back(text[i % text.size()]);
+  model.init_prompt_from_tokens(ids);
+}
+
 // The model, its optimizer and the data-parallel machinery around them.
 void set_up_model(TrainingRun& run, bool load_weights) {
   const RunConfig& c = run.config;
@@ -223,6 +239,7 @@ void set_up_model(TrainingRun& run, bool load_weights) {
       if (place.is_rank0()) log::info("weights from {}", c.model.path);
     }
     model.init_adapters(uint64_t(c.seed));
+    if (!peft.prompt.init_text.empty() && !adapter) init_prompt_from_text(model, c);
     if (adapter) {
       load_peft_adapter(model, *adapter);
       if (place.is_rank0()) log::info("adapter from {}", c.model.adapter);

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "checkpoint/base.h"
+#include "data/model_tokenizer.h"
 #include "checkpoint_test_util.h"
 #include "generate/generate.h"
 #include "io/hf_model.h"
@@ -185,6 +186,78 @@ TEST(PeftCli, QloraResumesBitExactAndMergesOntoTheDequantizedBase) {
   auto plain = load_model_for_generation(merged.string(), *cpu, DType::F32);
   const MicroBatch batch = test::packed_batch(adapted->config().vocab_size, 2);
   EXPECT_LE(test::rel_error(plain->logits(batch), adapted->logits(batch)), 1e-5);
+}
+
+// Soft prompts and bottleneck adapters: a run resumed from its step-3 checkpoint ends with
+// the bit-identical adapter file; `temper export --to peft` writes the same file as final/;
+// `temper merge` refuses them (they are not weights).
+class PeftCliMethods : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
+
+TEST_P(PeftCliMethods, ResumeIsBitExactExportEqualsFinalMergeRefuses) {
+  const auto& [tag, method] = GetParam();
+  const fs::path a = test::temp_dir("peft_method_a_" + tag), b = test::temp_dir("peft_method_b_" + tag);
+  const std::string args = method + " optim.lr=1e-2 train.steps=6 checkpoint.every=3";
+  ASSERT_EQ(test::run_command(test::train_cmd(a, args)).status, 0);
+  fs::create_directories(b / "checkpoints");
+  fs::copy_file(a / "checkpoints" / "step-00000003.h5", b / "checkpoints" / "step-00000003.h5");
+  std::ofstream(b / "checkpoints" / "latest") << "step-00000003.h5\n";
+  const CommandResult resumed = test::run_command(test::train_cmd(b, args));
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  test::expect_same_losses(test::step_losses(b), test::step_losses(a), 4, 6, "resumed " + tag);
+  const std::string file = tag == "adapter" ? "adapter.safetensors" : "adapter_model.safetensors";
+  EXPECT_TRUE(test::file_bytes(a / "final" / file) == test::file_bytes(b / "final" / file))
+      << "the resumed run's adapter differs";
+  const fs::path ckpt = a / "checkpoints" / "step-00000006.h5";
+  const CommandResult e = temper("export " + ckpt.string() + " --to peft --out " + (a / "exported").string());
+  ASSERT_EQ(e.status, 0) << e.output;
+  EXPECT_TRUE(test::file_bytes(a / "exported" / file) == test::file_bytes(a / "final" / file));
+  const CommandResult m = temper("merge " + ckpt.string() + " --out " + (a / "merged").string());
+  EXPECT_EQ(m.status, 1) << m.output;
+  EXPECT_NE(m.output.find("cannot be merged into the base weights"), std::string::npos) << m.output;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Methods, PeftCliMethods,
+    ::testing::Values(
+        std::pair{std::string("prompt_tuning"), std::string("peft.method=prompt_tuning peft.num_virtual_tokens=4")},
+        std::pair{std::string("p_tuning"), std::string("peft.method=p_tuning peft.num_virtual_tokens=4 "
+                                                        "peft.encoder_hidden_size=32")},
+        std::pair{std::string("prefix_tuning"), std::string("peft.method=prefix_tuning peft.num_virtual_tokens=4 "
+                                                             "peft.prefix_projection=true peft.encoder_hidden_size=32")},
+        std::pair{std::string("p_tuning_v2"), std::string("peft.method=prefix_tuning peft.num_virtual_tokens=4")},
+        std::pair{std::string("adapter"), std::string("peft.method=adapter peft.reduction_factor=4 "
+                                                       "peft.adapter_placement=pfeiffer")}),
+    [](const auto& info) { return info.param.first; });
+
+// Prompt tuning's TEXT init: the table starts as the embeddings of the text's tokens
+// (repeated to fill it), as PEFT's prompt_tuning_init_text; the config key is named when
+// the virtual tokens push a document past max_position_embeddings.
+TEST(PeftCli, PromptTuningStartsFromTheTextsEmbeddings) {
+  const fs::path base = make_base("peft_init_text", 6);
+  const fs::path out = base.parent_path() / "run";
+  const std::string run = fmt::format(
+      "train {} out_dir={} model.preset= model.path={} train.eval_every=0 train.progress=plain "
+      "train.steps=1 optim.lr=0 peft.method=prompt_tuning peft.num_virtual_tokens=5 "
+      "peft.init_text=abc",
+      test::tiny_recipe(), out.string(), base.string());
+  const CommandResult r = temper(run);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::vector<float> table = tensors_of(out / "final" / "adapter_model.safetensors").at("prompt_embeddings");
+  const std::vector<float> embed = tensors_of(base / "model.safetensors").at("model.embed_tokens.weight");
+  const ModelTokenizer mt = load_model_tokenizer(base);
+  std::vector<int32_t> ids = mt.tokenizer.encode("abc");
+  if (mt.add_bos && mt.bos_id) ids.insert(ids.begin(), *mt.bos_id);
+  const size_t C = table.size() / 5;
+  for (size_t t = 0; t < 5; ++t) {
+    const int32_t id = ids[t % ids.size()];
+    EXPECT_EQ(std::vector<float>(table.begin() + t * C, table.begin() + (t + 1) * C),
+              std::vector<float>(embed.begin() + size_t(id) * C, embed.begin() + size_t(id + 1) * C))
+        << "virtual token " << t << " (text token " << id << ")";
+  }
+  const CommandResult too_many = temper(run + " peft.num_virtual_tokens=2040 out_dir=" + (out.string() + "_long"));
+  EXPECT_EQ(too_many.status, 1) << too_many.output;
+  EXPECT_NE(too_many.output.find("peft.num_virtual_tokens"), std::string::npos) << too_many.output;
+  EXPECT_NE(too_many.output.find("max_position_embeddings"), std::string::npos) << too_many.output;
 }
 
 TEST(PeftCli, PartialRunCheckpointsAndExportsTheWholeModel) {

@@ -17,6 +17,11 @@ usage:
   peft_reference.py save BASE_DIR ADAPTER_DIR IN OUT
       get_peft_model with IN's "peft", adapter weights drawn at random, save_pretrained to
       ADAPTER_DIR: OUT logits of batch 0 (f32) for Temper to reproduce.
+  peft_reference.py prompt IN OUT
+      The same for the soft prompts (prompt tuning, P-tuning, prefix tuning with and
+      without projection): PEFT's prompt encoder gets Temper's soft-prompt parameters; OUT
+      logits and loss of batch 0 (the real tokens' rows) and grad.<name> of each of them.
+      PEFT ignores position ids here: every document must start at position 0.
   peft_reference.py merged MERGED_DIR BASE_DIR ADAPTER_DIR IN OUT
       transformers on `temper merge`'s output and the unmerged PeftModel: OUT merged_logits
       and peft_logits of batch 0 (f32).
@@ -28,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 import transformers
-from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
+from peft import (IA3Config, LoraConfig, PeftModel, PrefixTuningConfig, PromptEncoderConfig,
+                  PromptTuningConfig, get_peft_model)
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -51,7 +57,8 @@ def hf_model_from_config(cfg, dtype):
 def load_base(model, tensors):
     """Temper's base tensors into a transformers model; every tensor must be used."""
     sd = {k: v for k, v in tensors.items()
-          if ".lora_" not in k and not k.endswith(".ia3_l") and not k.startswith(("batch.", "mask."))}
+          if ".lora_" not in k and not k.endswith(".ia3_l")
+          and not k.startswith(("batch.", "mask.", "prompt_", "prefix"))}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     tied = model.config.tie_word_embeddings
     missing = [m for m in missing if not (tied and m == "lm_head.weight")]
@@ -94,8 +101,17 @@ def use_masks(peft_model, tensors, p):
 
 
 def lora_config(spec, init=True):
-    """PEFT's config for Temper's spec (LoRA, rsLoRA, DoRA, or IA3)."""
-    if spec["method"] == "ia3":
+    """PEFT's config for Temper's spec (LoRA, rsLoRA, DoRA, IA3 or a soft prompt)."""
+    method, n, h = spec["method"], spec["num_virtual_tokens"], spec["encoder_hidden_size"] or None
+    if method == "prompt_tuning":
+        return PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n)
+    if method == "p_tuning":
+        return PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=n, encoder_hidden_size=h,
+                                   encoder_reparameterization_type="MLP")
+    if method == "prefix_tuning":
+        return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n, encoder_hidden_size=h,
+                                  prefix_projection=spec["prefix_projection"])
+    if method == "ia3":
         targets = spec["ia3_target_modules"] or ["k_proj", "v_proj", "down_proj"]
         ff = spec["ia3_feedforward_modules"] or (["down_proj"] if not spec["ia3_target_modules"] else [])
         return IA3Config(target_modules=targets, feedforward_modules=ff,
@@ -121,14 +137,18 @@ def batches(tensors):
     return out
 
 
-def packed_logits(model, batch):
-    """Logits [T, V] of a packed batch, each document (cu_seqlens segment) run alone."""
+def packed_logits(model, batch, virtual=0, positions=True):
+    """Logits [T, V] of a packed batch, each document (cu_seqlens segment) run alone;
+    `virtual` rows of virtual tokens before each document's are dropped."""
     cu = batch["cu_seqlens"].tolist()
     parts = []
     for a, b in zip(cu[:-1], cu[1:]):
         FixedMaskDropout.rows = slice(a, b)
-        out = model(input_ids=batch["ids"][a:b][None], position_ids=batch["positions"][a:b][None])
-        parts.append(out.logits[0])
+        pos = batch["positions"][a:b][None]
+        if not positions and not torch.equal(pos[0], torch.arange(b - a)):
+            raise SystemExit(f"document [{a}, {b}) does not start at position 0 (PEFT drops position ids)")
+        out = model(input_ids=batch["ids"][a:b][None], position_ids=pos if positions else None)
+        parts.append(out.logits[0][virtual:])
     return torch.cat(parts)
 
 
@@ -188,10 +208,62 @@ def run_lora(inp, outp):
     write(outp, out)
 
 
+def prompt_parameters(pm, spec, cfg):
+    """Temper's soft-prompt parameter names -> (PEFT parameter, column slice or None)."""
+    out = {}
+    method = spec["method"]
+    for name, p in pm.named_parameters():
+        if not p.requires_grad:
+            continue
+        short = name.removeprefix("prompt_encoder.default.")
+        if method == "prompt_tuning":
+            out["prompt_embeddings"] = (p, None)
+        elif method == "p_tuning":
+            out["prompt_encoder." + short] = (p, None)
+        elif spec["prefix_projection"]:
+            out["prefix_encoder." + short] = (p, None)
+        else:  # one table [N, L·2·kv_dim]: layer l's keys, then its values
+            kv = cfg["num_key_value_heads"] * (cfg["hidden_size"] // cfg["num_attention_heads"])
+            for layer in range(cfg["num_hidden_layers"]):
+                for j, kind in enumerate(("key", "value")):
+                    col = (2 * layer + j) * kv
+                    out[f"prefix.layers.{layer}.{kind}"] = (p, slice(col, col + kv))
+    return out
+
+
+def run_prompt(inp, outp):
+    tensors, meta = read(inp)
+    cfg, spec = json.loads(meta["config"]), json.loads(meta["peft"])
+    torch.set_default_dtype(torch.float64)  # PEFT makes the prompt encoder in the default dtype
+    model = hf_model_from_config(cfg, torch.float64)
+    load_base(model, {k: v.double() for k, v in tensors.items()})
+    pm = get_peft_model(model, lora_config(spec))
+    params = prompt_parameters(pm, spec, cfg)
+    ours = {k for k in tensors if k.startswith(("prompt_", "prefix"))}
+    if set(params) != ours:
+        raise SystemExit(f"PEFT's soft prompt {sorted(params)} is not Temper's {sorted(ours)}")
+    with torch.no_grad():
+        for name, (p, cols) in params.items():
+            (p if cols is None else p[:, cols]).copy_(tensors[name].double().view_as(p if cols is None else p[:, cols]))
+    pm.train()
+    batch = batches(tensors)[0]
+    virtual = 0 if spec["method"] == "prefix_tuning" else spec["num_virtual_tokens"]
+    logits = packed_logits(pm, batch, virtual, positions=False)
+    loss = mean_loss(logits, batch)
+    loss.backward()
+    out = {"logits": logits.detach().float(), "loss": loss.detach().float().reshape(1)}
+    for name, (p, cols) in params.items():
+        out[f"grad.{name}"] = (p.grad if cols is None else p.grad[:, cols]).float()
+    write(outp, out)
+
+
 def f32_logits(model, inp):
     tensors, _ = read(inp)
+    config = getattr(model, "active_peft_config", None)
+    prompt = config is not None and config.is_prompt_learning
+    virtual = config.num_virtual_tokens if prompt and config.peft_type != "PREFIX_TUNING" else 0
     with torch.no_grad():
-        return packed_logits(model, batches(tensors)[0]).float()
+        return packed_logits(model, batches(tensors)[0], virtual, positions=not prompt).float()
 
 
 def pretrained(path):
@@ -227,4 +299,4 @@ def run_merged(merged_dir, base_dir, adapter_dir, inp, outp):
 
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
-    {"lora": run_lora, "load": run_load, "save": run_save, "merged": run_merged}[mode](*args)
+    {"lora": run_lora, "prompt": run_prompt, "load": run_load, "save": run_save, "merged": run_merged}[mode](*args)

