@@ -2,9 +2,11 @@
 // dropout draws the CPU's mask bit for bit (also for a tensor-parallel column block, and
 // accumulating), DoRA's row norms and rescale forward / backward, the accumulating GEMM,
 // NF4 dequantization of a tensor-parallel shard,
-// then a whole DoRA-with-dropout training step of a tiny model: loss, every adapter
-// gradient and the adapters after two AdamW steps, in f32 (1e-4) and bf16 (5e-2), as
-// test_cuda_train_step does for full fine-tuning.
+// the activations of the soft-prompt encoders and bottleneck adapters (relu, tanh, silu),
+// then a whole training step of a tiny model for DoRA with dropout, IA3, prompt tuning,
+// P-tuning, prefix tuning (with projection and without) and bottleneck adapters: loss,
+// every trained gradient and the parameters after two AdamW steps, in f32 (1e-4) and bf16
+// (5e-2), as test_cuda_train_step does for full fine-tuning.
 #include "gpu_fixture.h"
 
 #include "data/loader.h"
@@ -103,7 +105,23 @@ TEST_F(CudaPeftOps, Nf4DequantizeMatchesTheCpu) {
   }
 }
 
-class CudaPeftStep : public GpuTest {
+TEST_F(CudaPeftOps, ActivationsMatchTheCpu) {
+  const int64_t T = 29, C = 77;
+  for (DType t : {DType::F32, DType::BF16})
+    for (auto f : {Backend::Activation::Relu, Backend::Activation::Tanh, Backend::Activation::Silu}) {
+      const std::vector<float> x = random(T * C, t), g = random(T * C, t), acc = random(T * C, t);
+      Tensor gy = on_gpu(t, {T, C}), cy = on_cpu(DType::F32, {T, C});
+      gpu_->activation_forward(gy, gpu_with(t, x, {T, C}), f);
+      cpu_->activation_forward(cy, cpu_with(x, {T, C}), f);
+      expect_close(download(*gpu_, gy), download(*cpu_, cy), t, "activation forward");
+      Tensor gdx = gpu_with(t, acc, {T, C}), cdx = cpu_with(acc, {T, C});  // accumulated into
+      gpu_->activation_backward(gdx, gpu_with(t, g, {T, C}), gpu_with(t, x, {T, C}), f);
+      cpu_->activation_backward(cdx, cpu_with(g, {T, C}), cpu_with(x, {T, C}), f);
+      expect_close(download(*gpu_, gdx), download(*cpu_, cdx), t, "activation backward");
+    }
+}
+
+class CudaPeftStep : public GpuTest, public ::testing::WithParamInterface<std::string> {
  protected:
   struct Run {
     std::map<std::string, std::vector<float>> grads, after;
@@ -120,17 +138,22 @@ class CudaPeftStep : public GpuTest {
     c.max_position_embeddings = 256;
     c.initializer_range = 0.05;
     PeftSpec spec;
-    spec.method = PeftMethod::Lora;
+    const std::string method = GetParam();
+    spec.method = method == "dora" ? PeftMethod::Lora
+                  : method == "prefix_projection" || method == "p_tuning_v2" ? PeftMethod::PrefixTuning
+                                                                             : peft_method_of(method);
     spec.lora.r = 8;
     spec.lora.alpha = 16;
     spec.lora.dora = true;
     spec.lora.dropout = 0.1;
     spec.lora.target_modules = {"all-linear"};
+    spec.prompt = {5, "", method == "prefix_projection", 32};
+    spec.bottleneck = {8, false};
     Transformer m(c, b, dtype, 1, {}, true, spec);
     m.init_weights(7);
     m.init_adapters(8);
-    for (auto& p : m.params().all()) {  // B != 0 (the same on both backends): nonzero dA
-      if (!p.name.ends_with("lora_B.weight")) continue;
+    for (auto& p : m.params().all()) {  // B, up != 0 (the same on both backends): nonzero dA, ddown
+      if (!p.name.ends_with("lora_B.weight") && !p.name.ends_with("adapter_up.weight")) continue;
       Rng draw(rng_stream(77, RngPurpose::Test, name_hash(p.name)));
       std::vector<float> v(size_t(p.shape.numel()));
       for (auto& x : v) x = round_to(dtype, 0.05f * draw.normal());
@@ -160,7 +183,7 @@ class CudaPeftStep : public GpuTest {
   }
 };
 
-TEST_F(CudaPeftStep, DoraWithDropoutMatchesCpuInF32AndBf16) {
+TEST_P(CudaPeftStep, MatchesCpuInF32AndBf16) {
   const Run ref = train(*cpu_, DType::F32);
   for (DType t : {DType::F32, DType::BF16}) {
     const double tol = t == DType::F32 ? 1e-4 : 5e-2;
@@ -172,6 +195,10 @@ TEST_F(CudaPeftStep, DoraWithDropoutMatchesCpuInF32AndBf16) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Methods, CudaPeftStep,
+                         ::testing::Values("dora", "ia3", "prompt_tuning", "p_tuning", "prefix_projection",
+                                           "p_tuning_v2", "adapter"));
 
 }  // namespace
 }  // namespace temper
