@@ -51,6 +51,13 @@ std::string lora_run(const fs::path& out, const fs::path& base, const std::strin
                      test::tiny_recipe(), out.string(), base.string(), kLora, args);
 }
 
+// b/checkpoints holds a's step-3 checkpoint, as latest: a run in b resumes from it.
+void copy_step3_checkpoint(const fs::path& a, const fs::path& b) {
+  fs::create_directories(b / "checkpoints");
+  fs::copy_file(a / "checkpoints" / "step-00000003.h5", b / "checkpoints" / "step-00000003.h5");
+  std::ofstream(b / "checkpoints" / "latest") << "step-00000003.h5\n";
+}
+
 std::map<std::string, std::vector<float>> tensors_of(const fs::path& file) {
   std::map<std::string, std::vector<float>> out;
   for (const auto& [name, t] : read_safetensors(file.string()).tensors) out[name] = t.to_f32();
@@ -140,9 +147,7 @@ TEST(PeftCli, ResumedPeftRunIsBitExact) {
   const fs::path a = test::temp_dir("peft_resume_a"), b = test::temp_dir("peft_resume_b");
   const std::string args = kLora + " peft.use_dora=true optim.lr=1e-2 train.steps=6 checkpoint.every=3";
   ASSERT_EQ(test::run_command(test::train_cmd(a, args)).status, 0);
-  fs::create_directories(b / "checkpoints");
-  fs::copy_file(a / "checkpoints" / "step-00000003.h5", b / "checkpoints" / "step-00000003.h5");
-  std::ofstream(b / "checkpoints" / "latest") << "step-00000003.h5\n";
+  copy_step3_checkpoint(a, b);
   const CommandResult resumed = test::run_command(test::train_cmd(b, args));
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("resuming from"), std::string::npos) << resumed.output;
@@ -170,9 +175,7 @@ TEST(PeftCli, QloraResumesBitExactAndMergesOntoTheDequantizedBase) {
                            "optim.lr=1e-2 train.steps=6 checkpoint.every=3";
   const CommandResult full = test::run_command(test::train_cmd(a, args));
   ASSERT_EQ(full.status, 0) << full.output;
-  fs::create_directories(b / "checkpoints");
-  fs::copy_file(a / "checkpoints" / "step-00000003.h5", b / "checkpoints" / "step-00000003.h5");
-  std::ofstream(b / "checkpoints" / "latest") << "step-00000003.h5\n";
+  copy_step3_checkpoint(a, b);
   const CommandResult resumed = test::run_command(test::train_cmd(b, args));
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   test::expect_same_losses(test::step_losses(b), test::step_losses(a), 4, 6, "resumed QLoRA run");
@@ -198,9 +201,7 @@ TEST_P(PeftCliMethods, ResumeIsBitExactExportEqualsFinalMergeRefuses) {
   const fs::path a = test::temp_dir("peft_method_a_" + tag), b = test::temp_dir("peft_method_b_" + tag);
   const std::string args = method + " optim.lr=1e-2 train.steps=6 checkpoint.every=3";
   ASSERT_EQ(test::run_command(test::train_cmd(a, args)).status, 0);
-  fs::create_directories(b / "checkpoints");
-  fs::copy_file(a / "checkpoints" / "step-00000003.h5", b / "checkpoints" / "step-00000003.h5");
-  std::ofstream(b / "checkpoints" / "latest") << "step-00000003.h5\n";
+  copy_step3_checkpoint(a, b);
   const CommandResult resumed = test::run_command(test::train_cmd(b, args));
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   test::expect_same_losses(test::step_losses(b), test::step_losses(a), 4, 6, "resumed " + tag);

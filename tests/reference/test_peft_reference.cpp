@@ -240,6 +240,37 @@ MicroBatch whole_documents_batch(int64_t vocab, uint64_t seed) {
   return b.finish();
 }
 
+// The reference's input: every parameter of `m` by our names, its config and spec, batch 0.
+void write_reference_input(Transformer& m, const PeftSpec& spec, const MicroBatch& b, const std::string& file) {
+  SafetensorsFile in;
+  in.metadata = {{"config", model_config_to_hf_json(m.config()).dump()}, {"peft", json_of(spec)}};
+  for (auto& p : m.params().all())
+    in.tensors[p.name] = safetensors_f32(test::to_host(m.backend(), p.value), std::vector<int64_t>(
+        p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim));
+  add_batch(in, 0, b);
+  write_safetensors(file, in);
+}
+
+// Our logits, loss and every trained gradient on `b` against the reference's `ref`; the
+// reference must compute a gradient for exactly the parameters we train. Returns how many.
+int expect_outputs_and_gradients(Transformer& m, const MicroBatch& b, const std::vector<float>& ref_logits,
+                                 const SafetensorsFile& ref) {
+  check_close(m.logits(b), ref_logits, kFp32Bound, "logits");
+  m.params().zero_grads();
+  const LossSum loss = m.forward_backward(b, 1.0f / float(b.target_count()));
+  const double ref_loss = ref.at("loss").to_f32()[0];
+  EXPECT_NEAR(loss.loss / double(loss.tokens), ref_loss, kFp32Bound * std::abs(ref_loss));
+  int trainable = 0, theirs = 0;
+  for (auto& p : m.params().all()) {
+    if (!p.trainable) continue;
+    ++trainable;
+    check_close(test::to_host(m.backend(), p.grad), ref.at("grad." + p.name).to_f32(), kFp32Bound, "grad " + p.name);
+  }
+  for (const auto& [name, e] : ref.tensors) theirs += name.starts_with("grad.");
+  EXPECT_EQ(trainable, theirs);
+  return trainable;
+}
+
 // Prompt tuning, P-tuning and prefix tuning (with PEFT's projection, and without: P-tuning
 // v2): the same base, soft-prompt parameters and batch give PEFT's logits, loss and
 // soft-prompt gradients (PEFT's one prefix table compared by its per-layer columns).
@@ -252,32 +283,12 @@ TEST_P(PeftPromptReference, OutputsAndGradientsEqualPeft) {
   const PeftSpec spec = spec_of(variant, c);
   std::unique_ptr<Transformer> m = adapted_model(*cpu, c, spec);
   const MicroBatch b = whole_documents_batch(c.vocab_size, 3);
-  SafetensorsFile in;
-  in.metadata = {{"config", model_config_to_hf_json(m->config()).dump()}, {"peft", json_of(spec)}};
-  for (auto& p : m->params().all())
-    in.tensors[p.name] = safetensors_f32(test::to_host(*cpu, p.value), std::vector<int64_t>(
-        p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim));
-  add_batch(in, 0, b);
   const std::string dir = test::temp_dir("peft_prompt_reference_" + type + "_" + variant).string();
-  write_safetensors(dir + "/in.safetensors", in);
+  write_reference_input(*m, spec, b, dir + "/in.safetensors");
   SafetensorsFile ref;
   const std::vector<float> ref_logits = run_reference({"prompt", dir + "/in.safetensors"}, dir, "logits", &ref);
   ASSERT_FALSE(ref_logits.empty());
-
-  check_close(m->logits(b), ref_logits, kFp32Bound, "logits");
-  m->params().zero_grads();
-  const LossSum loss = m->forward_backward(b, 1.0f / float(b.target_count()));
-  const double ref_loss = ref.at("loss").to_f32()[0];
-  EXPECT_NEAR(loss.loss / double(loss.tokens), ref_loss, kFp32Bound * std::abs(ref_loss));
-  int trainable = 0, theirs = 0;
-  for (auto& p : m->params().all()) {
-    if (!p.trainable) continue;
-    ++trainable;
-    check_close(test::to_host(*cpu, p.grad), ref.at("grad." + p.name).to_f32(), kFp32Bound, "grad " + p.name);
-  }
-  for (const auto& [name, e] : ref.tensors) theirs += name.starts_with("grad.");
-  EXPECT_EQ(trainable, theirs);
-  EXPECT_GT(trainable, 0);
+  EXPECT_GT(expect_outputs_and_gradients(*m, b, ref_logits, ref), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -403,30 +414,12 @@ TEST_P(AdapterHubReference, OutputsGradientsAndFilesEqualAdapterHub) {
   spec.bottleneck = {4, GetParam() == "pfeiffer"};
   std::unique_ptr<Transformer> m = adapted_model(*cpu, c, spec);
   const MicroBatch b = test::packed_batch(c.vocab_size, 3);
-  SafetensorsFile in;
-  in.metadata = {{"config", model_config_to_hf_json(m->config()).dump()}, {"peft", json_of(spec)}};
-  for (auto& p : m->params().all())
-    in.tensors[p.name] = safetensors_f32(test::to_host(*cpu, p.value), std::vector<int64_t>(
-        p.full_shape.dims.begin(), p.full_shape.dims.begin() + p.full_shape.ndim));
-  add_batch(in, 0, b);
   const std::string dir = test::temp_dir("adapterhub_reference_" + GetParam()).string();
-  write_safetensors(dir + "/in.safetensors", in);
+  write_reference_input(*m, spec, b, dir + "/in.safetensors");
   SafetensorsFile ref;
   const std::vector<float> ref_logits = run_reference({"grad", dir + "/in.safetensors"}, dir, "logits", &ref, script);
   ASSERT_FALSE(ref_logits.empty());
-  check_close(m->logits(b), ref_logits, kFp32Bound, "logits");
-  m->params().zero_grads();
-  const LossSum loss = m->forward_backward(b, 1.0f / float(b.target_count()));
-  const double ref_loss = ref.at("loss").to_f32()[0];
-  EXPECT_NEAR(loss.loss / double(loss.tokens), ref_loss, kFp32Bound * std::abs(ref_loss));
-  int trainable = 0, theirs = 0;
-  for (auto& p : m->params().all()) {
-    if (!p.trainable) continue;
-    ++trainable;
-    check_close(test::to_host(*cpu, p.grad), ref.at("grad." + p.name).to_f32(), kFp32Bound, "grad " + p.name);
-  }
-  for (const auto& [name, e] : ref.tensors) theirs += name.starts_with("grad.");
-  EXPECT_EQ(trainable, theirs);
+  const int trainable = expect_outputs_and_gradients(*m, b, ref_logits, ref);
   EXPECT_EQ(trainable, GetParam() == "pfeiffer" ? 2 * 4 : 2 * 2 * 4);
 
   // Files both ways.
