@@ -63,6 +63,10 @@ int main(int argc, char** argv) {
       if (temper::run_training(temper::load_run_config(config_path, overrides), train_options).failed)
         return 1;
     } else if (bench->parsed()) {
+      // --peft first, as an override, so the overrides after it may use its keys
+      // (peft.trainable needs peft.method partial when the config is read).
+      if (!bench_options.peft.empty())
+        overrides.insert(overrides.begin(), "peft.method=" + bench_options.peft);
       auto result = temper::run_bench(temper::load_run_config(config_path, overrides), bench_options);
       fmt::print("{}", temper::format_bench(result));
       if (!bench_json.empty()) {
