@@ -128,7 +128,16 @@ gtest_verdict() {  # NAME T0 [NOTE]
 [ $DRY = 1 ] && export OMP_NUM_THREADS=1
 echo "gpu-run: bundle $B ($(head -1 "$B/BUNDLE.txt")), results in $OUT$([ $DRY = 1 ] && echo ', DRY RUN')"
 
-# 1. The libraries: every one resolves, and to the bundle or to what the host provides.
+# 1. nvidia-smi.
+t0=$SECONDS
+if command -v nvidia-smi >/dev/null; then
+  run_step nvidia-smi 15 nvidia-smi.txt nvidia-smi
+  verdict nvidia-smi "$t0" "$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
+else
+  record nvidia-smi "$([ $DRY = 1 ] && echo skipped || echo FAIL)" 0 "no nvidia-smi"
+fi
+
+# 2. The libraries: every one resolves, and to the bundle or to what the host provides.
 t0=$SECONDS
 library_report() {  # one line per (binary, library) that is not the bundle's own
   local o
@@ -147,15 +156,6 @@ library_report() {  # one line per (binary, library) that is not the bundle's ow
 bad=$(grep -c '^MISSING\|^OUTSIDE' "$OUT/tests.log")
 STEP_RC=0; [ "$bad" = 0 ] || STEP_RC=1
 verdict libraries "$t0" "$bad missing or outside the bundle; host: $(grep '^host ' "$OUT/tests.log" | awk '{print $2}' | tr '\n' ' ')"
-
-# 2. nvidia-smi.
-t0=$SECONDS
-if command -v nvidia-smi >/dev/null; then
-  run_step nvidia-smi 15 nvidia-smi.txt nvidia-smi
-  verdict nvidia-smi "$t0" "$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
-else
-  record nvidia-smi "$([ $DRY = 1 ] && echo skipped || echo FAIL)" 0 "no nvidia-smi"
-fi
 
 # 3. The GPU tests, one suite at a time (a crash or hang costs one suite), sharing 110 s;
 #    the whole training step (CudaTrainStep) after them.
