@@ -148,10 +148,16 @@ EOF
   echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' + working tree')"
   echo "made $(date -u +%FT%TZ) on $(. /etc/os-release && echo "$PRETTY_NAME"), $(nvcc --version | tail -1)"
   echo "build $BUILD ($(cache CMAKE_BUILD_TYPE)), device code ${ARCHS% }"
-  needs() { find "$OUT/bin" "$OUT/lib" -type f -name '*' -exec objdump -T {} + 2>/dev/null |
-              grep -o "$1[0-9.]*" | sort -uV | tail -1; }
-  echo "host provides: glibc >= $(needs GLIBC_ | cut -d_ -f2), libstdc++ ($(needs GLIBCXX_); else lib/cxx)," \
-       "the NVIDIA driver, cuBLAS/cuBLASLt and NCCL for CUDA 13"
+  # The newest symbol version of PREFIX any carried file needs (lib/cxx aside), and which.
+  needs() {
+    local f
+    for f in $(find "$OUT/bin" "$OUT/lib" "$OUT/openmpi" "$OUT/pmix" -type f ! -path '*/lib/cxx/*'); do
+      objdump -T "$f" 2>/dev/null | grep -o "$1[0-9.]*" | sort -uV | tail -1 | sed "s|\$| ${f##*/}|"
+    done | sort -V | tail -1
+  }
+  echo "host provides: glibc >= $(needs GLIBC_ | sed 's/GLIBC_\([0-9.]*\) \(.*\)/\1 (for \2)/')," \
+       "libstdc++ with $(needs GLIBCXX_ | cut -d' ' -f1) (else lib/cxx is used), the NVIDIA driver," \
+       "cuBLAS/cuBLASLt and NCCL for CUDA 13"
 } > "$OUT/BUNDLE.txt"
 
 # Files over 256 KiB travel xz-compressed (89 MiB become 30; OpenBLAS alone is 36 MiB, 5
