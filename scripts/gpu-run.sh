@@ -102,14 +102,19 @@ run_step() {
   cat "$STEP_OUT" >> "$OUT/$log"
   return $STEP_RC
 }
-# verdict NAME T0 [NOTE]: ok / FAIL (rc) / TIMEOUT / skipped (no time) from STEP_RC.
+# verdict NAME T0 [NOTE]: ok / FAIL (rc) / TIMEOUT / skipped (no time) from STEP_RC; a
+# failure's note ends with the step's last line of output (its error, usually).
 verdict() {
-  local s
+  local s note=${3:-} last
   case $STEP_RC in
-    0) s=ok ;; 124|137) s=TIMEOUT ;; 125) s=skipped; set -- "$1" "$2" "no time left" ;;
+    0) s=ok ;; 124|137) s=TIMEOUT ;; 125) s=skipped; note="no time left" ;;
     *) s="FAIL($STEP_RC)" ;;
   esac
-  record "$1" "$s" "$((SECONDS - $2))" "${3:-}"
+  if [ "$s" != ok ] && [ "$STEP_RC" != 125 ]; then
+    last=$(grep -v '^[[:space:]]*$' "$STEP_OUT" | tail -1 | cut -c1-160)
+    [ -n "$last" ] && note="${note:+$note | }$last"
+  fi
+  record "$1" "$s" "$((SECONDS - $2))" "$note"
 }
 # A gtest run's verdict: its counts (then NOTE), and skipped tests are a failure on a GPU
 # host (they mean no GPU was visible) but expected in a dry run.
