@@ -75,8 +75,9 @@ def main():
     if temper or torch:
         any_r = next(iter(list(temper.values()) + list(torch.values())))
         print()
+        attention = next((r.get("attention") for r in torch.values()), "sdpa").upper()
         print(f"bench: {any_r.get('dtype')}, {any_r.get('micro_batch_size')} × {any_r.get('seq_len')} tokens "
-              f"per step; temper = temper bench, torch = transformers + SDPA + AdamW (+ PEFT); "
+              f"per step; temper = temper bench, torch = transformers + {attention} + AdamW (+ PEFT); "
               f"GiB: peak memory each allocated (torch on the CPU: peak RSS)")
         print(f"{'mode':28} {'temper tok/s':>12} {'MFU':>6} {'GiB':>6} | {'torch tok/s':>11} {'MFU':>6} "
               f"{'GiB':>6} | {'tok/s ratio':>11} {'mem ratio':>9}")
