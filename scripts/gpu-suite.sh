@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one run on a GPU host (see shared/gpu-host.md): build
-# with the CUDA backend, the GPU tests, the CPU suite, compute-sanitizer memcheck and
-# racecheck on the GPU tests, and `temper bench` for full fine-tuning and a frozen base.
-# Logs and bench JSON go to $OUT (default out/gpu); a summary table is printed last.
+# Only for a GPU host WITHOUT a time limit (a cluster node of your own): builds there and
+# runs everything, which takes far longer than the 15-minute window of our GPU test host.
+# For that window use the GPU check instead: scripts/gpu-bundle.sh here, then
+# scripts/gpu-run.sh there (docs/perf.md, "The GPU check").
+#
+# Build with the CUDA backend, the GPU tests, the CPU suite, compute-sanitizer memcheck and
+# racecheck on the whole GPU suite, and `temper bench --profile` for full fine-tuning, a
+# frozen base and LoRA. Logs and bench JSON go to $OUT (default out/gpu); a summary table
+# is printed last.
 #
 # On a host without Debian packages, stage them first on a machine that has them:
 #   bash ../shared/gpu-host/stage-debs.sh .deps && cp ../shared/gpu-host/*.sh .deps/
@@ -43,15 +48,17 @@ if command -v compute-sanitizer >/dev/null; then
   step memcheck memcheck.log compute-sanitizer --tool memcheck --error-exitcode 1 "$BUILD/bin/temper_gpu_tests"
   step racecheck racecheck.log compute-sanitizer --tool racecheck --error-exitcode 1 "$BUILD/bin/temper_gpu_tests"
 fi
-for mode in full frozen; do
-  flag=""; [ $mode = frozen ] && flag="--frozen-base"
+declare -A mode_args=([full]="--peft full" [frozen]="--peft partial peft.trainable=[norm]"
+  [lora]="--peft lora peft.r=16 peft.alpha=32 peft.target_modules=all-linear")
+for mode in full frozen lora; do
+  # shellcheck disable=SC2086  # the mode's words are meant to split
   step "bench-$mode" "bench-$mode.log" "$BUILD/bin/temper" bench configs/recipes/bench-llama-1b.yaml \
-    --steps 10 --warmup 3 --json "$OUT/bench.jsonl" $flag
+    --steps 10 --warmup 3 --profile --json "$OUT/bench.jsonl" ${mode_args[$mode]}
 done
 
 echo
 echo "summary ($(git rev-parse --short HEAD 2>/dev/null), $(date -u +%F))"
-for k in configure build gpu-tests cpu-tests memcheck racecheck bench-full bench-frozen; do
+for k in configure build gpu-tests cpu-tests memcheck racecheck bench-full bench-frozen bench-lora; do
   [ -n "${status[$k]:-}" ] && printf '  %-12s %s\n' "$k" "${status[$k]}"
 done
 [ -f "$OUT/bench.jsonl" ] && cat "$OUT/bench.jsonl"

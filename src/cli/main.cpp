@@ -48,6 +48,9 @@ int main(int argc, char** argv) {
   bench->add_option("--peak-tflops", bench_options.peak_tflops,
                     "dense peak of the device for MFU (default: known GPUs by name)");
   bench->add_option("--json", bench_json, "append the result as one JSON line to this file");
+  bench->add_flag("--profile", bench_options.profile,
+                  "then time every backend op and GEMM for --steps more steps (CUDA events on "
+                  "CUDA, the host clock on the CPU) and print where the step's time goes");
 
   const temper::Subcommand prepare = temper::add_prepare_command(app);
   const temper::Subcommand generate = temper::add_generate_command(app);
@@ -60,6 +63,10 @@ int main(int argc, char** argv) {
       if (temper::run_training(temper::load_run_config(config_path, overrides), train_options).failed)
         return 1;
     } else if (bench->parsed()) {
+      // --peft first, as an override, so the overrides after it may use its keys
+      // (peft.trainable needs peft.method partial when the config is read).
+      if (!bench_options.peft.empty())
+        overrides.insert(overrides.begin(), "peft.method=" + bench_options.peft);
       auto result = temper::run_bench(temper::load_run_config(config_path, overrides), bench_options);
       fmt::print("{}", temper::format_bench(result));
       if (!bench_json.empty()) {

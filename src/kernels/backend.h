@@ -20,6 +20,7 @@
 #include "core/allocator.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "kernels/op_clock.h"
 
 namespace temper {
 
@@ -71,6 +72,9 @@ class Backend {
   virtual std::string device_name() const { return name(); }
   virtual MemoryResource& memory() = 0;
   virtual void synchronize() = 0;
+  // A clock that times ops as this backend executes them (`temper bench --profile`). The
+  // default reads the host clock, right for backends whose ops complete before returning.
+  virtual std::unique_ptr<OpClock> make_op_clock() { return std::make_unique<HostOpClock>(); }
 
   // Deterministic mode: every reduction in a fixed order, no atomics, so two runs give
   // identical bits. The CPU backend is always deterministic; CUDA kernels that use atomics

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "kernels/backend.h"
+#include "kernels/profiling_backend.h"
 #include "data/loader.h"
 #include "model/transformer.h"
 #include "optim/adamw.h"
@@ -37,12 +38,44 @@ double known_peak_tflops(const std::string& name) {
   return 0.0;
 }
 
+namespace {
+
+// The per-op table of the profiled steps, per step: calls, seconds, share of the step's
+// wall time and, for GEMMs, achieved TFLOP/s.
+nlohmann::json profile_json(const ProfilingBackend& profiler, double step_seconds) {
+  const double steps = double(profiler.steps());
+  nlohmann::json ops = nlohmann::json::array();
+  double op_seconds = 0, gemm_flops = 0;
+  for (const OpProfileRow& r : profiler.rows()) {
+    nlohmann::json op = {{"op", r.op},
+                         {"calls_per_step", double(r.calls) / steps},
+                         {"seconds_per_step", r.seconds / steps},
+                         {"share_of_step", r.seconds / steps / step_seconds}};
+    if (!r.shape.empty()) {
+      op["shape"] = r.shape;
+      op["flops_per_step"] = r.flops / steps;
+      op["tflops"] = r.seconds > 0 ? r.flops / r.seconds / 1e12 : 0.0;
+    }
+    op_seconds += r.seconds / steps;
+    gemm_flops += r.flops / steps;
+    ops.push_back(op);
+  }
+  return {{"steps", profiler.steps()},     {"clock", profiler.clock()},
+          {"step_seconds", step_seconds},  {"op_seconds_per_step", op_seconds},
+          {"gemm_flops_per_step", gemm_flops}, {"ops", ops}};
+}
+
+}  // namespace
+
 nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
   validate_run_config(c);
   if (o.steps < 1 || o.warmup_steps < 0) fail("bench: --steps must be >= 1 and --warmup >= 0");
   const ModelConfig mc = model_config_for_run(c);
-  auto backend = make_backend(c.backend);
-  backend->set_deterministic(c.train.deterministic);
+  auto device_backend = make_backend(c.backend);
+  device_backend->set_deterministic(c.train.deterministic);
+  // Every op goes through the profiler, which only forwards until the --profile steps.
+  ProfilingBackend profiler(*device_backend);
+  Backend* backend = &profiler;
   const DType dtype = parse_dtype(c.model.dtype);
   if (backend->device().kind == DeviceKind::CPU && dtype != DType::F32)
     fail("model.dtype={} but the cpu backend computes in f32", c.model.dtype);
@@ -96,6 +129,20 @@ nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s >= o.warmup_steps) times.push_back(dt);
   }
+  nlohmann::json profile;
+  if (o.profile) {  // after the timed steps, so the clock's own cost never touches them
+    profiler.set_enabled(true);
+    double seconds = 0;
+    for (int64_t s = 0; s < o.steps; ++s) {
+      backend->synchronize();
+      const auto t0 = std::chrono::steady_clock::now();
+      train_step(model, optimizer, micro, 1e-5f, 1.0);
+      profiler.end_step();  // waits for the device
+      seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    profiler.set_enabled(false);
+    profile = profile_json(profiler, seconds / double(o.steps));
+  }
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
   const double tokens = double(c.train.grad_accum * rows * S);
@@ -130,6 +177,7 @@ nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
     j["peak_tflops"] = peak;
     j["mfu"] = tflops / peak;
   }
+  if (o.profile) j["profile"] = profile;
   return j;
 }
 
@@ -153,6 +201,26 @@ std::string format_bench(const nlohmann::json& r) {
   if (r.contains("nf4_bytes_per_parameter"))
     s += fmt::format(" | NF4 base {:.4f} bytes/parameter", r["nf4_bytes_per_parameter"].get<double>());
   s += "\n";
+  if (r.contains("profile")) s += format_profile(r["profile"]);
+  return s;
+}
+
+std::string format_profile(const nlohmann::json& p) {
+  const double step = p["step_seconds"].get<double>();
+  const double ops = p["op_seconds_per_step"].get<double>();
+  std::string s = fmt::format(
+      "profile: {} steps timed per op with {}: step {:.4f} s, ops {:.4f} s ({:.1f}% of the step)\n",
+      p["steps"].get<int64_t>(), p["clock"].get<std::string>(), step, ops, 100.0 * ops / step);
+  s += fmt::format("  {:<24} {:<22} {:>8} {:>11} {:>7} {:>9}\n", "op", "GEMM tokens×in → out",
+                   "calls", "ms/step", "share", "TFLOP/s");
+  for (const auto& op : p["ops"]) {
+    const bool gemm = op.contains("shape");
+    s += fmt::format("  {:<24} {:<22} {:>8.0f} {:>11.3f} {:>6.1f}% {:>9}\n",
+                     op["op"].get<std::string>(), gemm ? op["shape"].get<std::string>() : "",
+                     op["calls_per_step"].get<double>(), 1e3 * op["seconds_per_step"].get<double>(),
+                     100.0 * op["share_of_step"].get<double>(),
+                     gemm ? fmt::format("{:.2f}", op["tflops"].get<double>()) : "");
+  }
   return s;
 }
 

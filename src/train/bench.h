@@ -21,6 +21,9 @@ struct BenchOptions {
   int64_t steps = 5;
   std::string peft;  // "": the config's peft.method; else full | partial | lora
   double peak_tflops = 0;  // 0: from the device name, when known
+  // Then `steps` more steps with every backend op timed (ProfilingBackend): the result's
+  // "profile" holds per-op calls, seconds and share of the step, and GEMM TFLOP/s.
+  bool profile = false;
 };
 
 // Model FLOPs per trained token: `adapter` extra GEMM weights (LoRA's A and B) beside the
@@ -35,6 +38,8 @@ double known_peak_tflops(const std::string& device_name);
 // Runs the benchmark; returns one JSON object with config, hardware and figures.
 nlohmann::json run_bench(const RunConfig& config, const BenchOptions& options);
 // The figures as a small table for the terminal.
-std::string format_bench(const nlohmann::json& result);
+std::string format_bench(const nlohmann::json& result);  // with the profile when present
+// The per-op table of a result's "profile".
+std::string format_profile(const nlohmann::json& profile);
 
 }  // namespace temper

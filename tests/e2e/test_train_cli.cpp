@@ -178,19 +178,30 @@ TEST(TrainCli, BadValuesAndMissingThingsAreClearErrors) {
 TEST(BenchCli, ReportsThroughputAndWritesJson) {
   auto dir = test::temp_dir("e2e_bench");
   const std::string json = (dir / "bench.jsonl").string();
-  for (const char* mode : {"", " --peft lora peft.r=4 peft.target_modules=all-linear"}) {
+  // --peft with the method's own keys after it (peft.trainable is read as partial's), and
+  // --profile's per-op table (scripts/gpu-run.sh runs these three on the GPU).
+  for (const char* mode : {"", " --peft lora peft.r=4 peft.target_modules=all-linear",
+                           " --peft partial peft.trainable=[norm] --profile"}) {
     Result r = run_temper("bench " + kRecipe + " train.grad_accum=1 --steps 2 --warmup 1 --json " +
                           json + mode);
     ASSERT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find("tokens/s"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("profile:") != std::string::npos,
+              std::string(mode).find("--profile") != std::string::npos) << r.output;
   }
   std::ifstream in(json);
   std::string line;
   std::vector<nlohmann::json> rows;
   while (std::getline(in, line)) rows.push_back(nlohmann::json::parse(line));
-  ASSERT_EQ(rows.size(), 2u);
+  ASSERT_EQ(rows.size(), 3u);
   EXPECT_EQ(rows[0]["mode"], "full");
   EXPECT_EQ(rows[1]["mode"], "lora");
+  EXPECT_EQ(rows[2]["mode"], "partial");
+  EXPECT_FALSE(rows[1].contains("profile"));
+  ASSERT_TRUE(rows[2].contains("profile"));
+  EXPECT_GT(rows[2]["profile"]["ops"].size(), 10u);
+  // Only the norms train: 2 per layer and the final one, hidden_size each.
+  EXPECT_EQ(rows[2]["trainable_parameters"].get<int64_t>(), (2 * 2 + 1) * 64);
   EXPECT_LT(rows[1]["trainable_parameters"].get<double>(), rows[0]["trainable_parameters"].get<double>() / 10);
   for (auto& j : rows) {
     EXPECT_GT(j["tokens_per_s"].get<double>(), 0.0);

@@ -51,6 +51,8 @@ class CudaBackend final : public Backend {
   Device device() const override { return {DeviceKind::CUDA, index_}; }
   MemoryResource& memory() override { return memory_; }
   void synchronize() override;
+  // CUDA events on stream() (cuda_op_clock.cpp): device time per op, recorded without waiting.
+  std::unique_ptr<OpClock> make_op_clock() override;
 
   // For kernels of this backend (and the next issue's GEMMs).
   CUstream_st* stream() const { return stream_; }
