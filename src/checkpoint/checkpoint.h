@@ -1,4 +1,4 @@
-// Training checkpoints in HDF5 (DESIGN §7): one logical file per save, written by every
+// Training checkpoints in HDF5 (docs/architecture.md): one logical file per save, written by every
 // rank as hyperslabs of the full logical tensors (parallel HDF5 over MPI-IO), readable
 // under any other tp / dp / ZeRO layout by reading other hyperslabs.
 //

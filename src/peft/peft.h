@@ -1,4 +1,4 @@
-// What a run trains (DESIGN §5): a PeftSpec says which method; these functions turn it
+// What a run trains (docs/peft.md): a PeftSpec says which method; these functions turn it
 // into parameters. The model calls them while it declares its parameters:
 //   - declare_lora adds a projection's adapter (PEFT's names: <module>.lora_A.weight,
 //     <module>.lora_B.weight, <module>.lora_magnitude_vector) right after its block's
@@ -120,7 +120,7 @@ Ia3Attachment declare_ia3(ParameterSet& params, const std::string& path, int64_t
                           bool column_parallel, bool feedforward, int tp_size, int tp_rank);
 
 // Declares the adapter of projection `path` whose base is [out, in] (full shapes), split
-// as its site says over tp (DESIGN §5). ParamInit::Adapter: init_lora draws them.
+// as its site says over tp (docs/peft.md, "Layouts tested"). ParamInit::Adapter: init_lora draws them.
 LoraAttachment declare_lora(ParameterSet& params, const LoraSpec& spec, const std::string& path,
                             int64_t out, int64_t in, bool column_parallel, int tp_size,
                             int tp_rank);

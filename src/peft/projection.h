@@ -13,7 +13,7 @@
 // the same mask and the run is reproducible and resumable. The norm is a constant in
 // backward, as in the DoRA paper (§4.3) and PEFT.
 //
-// Tensor parallelism (Megatron's split, DESIGN §5): a column-parallel base splits W0 and B
+// Tensor parallelism (Megatron's split; docs/architecture.md, "PEFT: the projection unit"): a column-parallel base splits W0 and B
 // by rows (and m), keeps A whole; a row-parallel base splits W0 and A by columns, keeps B
 // and m whole. Each class does the communication its name implies (TensorParallel names
 // each point). Initial values never depend on the tp size (ParameterSet::init_one).

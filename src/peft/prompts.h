@@ -1,4 +1,4 @@
-// Soft prompts (DESIGN §5): learned vectors that enter the model beside the base weights.
+// Soft prompts (docs/peft.md): learned vectors that enter the model beside the base weights.
 //   prompt tuning  N virtual token embeddings before every document's tokens
 //   P-tuning       the same, made by PEFT's prompt encoder: embedding → Linear → ReLU →
 //                  Linear → ReLU → Linear (the MLP of PEFT's PromptEncoder)

@@ -245,7 +245,7 @@ TEST(Peft, DropoutMasksAreReproducibleAndRecomputeIsBitIdentical) {
   EXPECT_NE(a, grads(3, false, 0.0));  // dropout changes the gradients
 }
 
-// Each tp rank's adapter shard is its slice of the one-process tensor (DESIGN §5).
+// Each tp rank's adapter shard is its slice of the one-process tensor (docs/peft.md, "Layouts tested").
 TEST(Peft, AdapterInitDoesNotDependOnTheTensorParallelSplit) {
   auto cpu = make_backend("cpu");
   const PeftSpec spec = lora_spec({"all-linear"});
