@@ -86,6 +86,7 @@ nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
   RunConfig rc = c;
   if (!o.peft.empty()) rc.peft.method = o.peft;
   validate_run_config(rc);
+  resolve_global_batch(rc, 1);  // one process
   Transformer model(mc, *backend, dtype, 1, {}, true, peft_spec_of(rc));
   model.init_weights(uint64_t(c.seed));
   model.init_adapters(uint64_t(c.seed));
@@ -114,12 +115,12 @@ nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
     return b.finish();
   };
   std::vector<MicroBatch> micro;
-  for (int64_t i = 0; i < c.train.grad_accum; ++i) micro.push_back(random_batch());
+  for (int64_t i = 0; i < rc.train.grad_accum; ++i) micro.push_back(random_batch());
 
   log::info("bench: {} ({:.3f}B parameters, {:.3f}M trained) on {}, {} × {} × {} tokens per step, "
             "peft {}", c.model.preset.empty() ? c.model.config : c.model.preset,
             double(mc.num_parameters()) / 1e9, double(model.params().trainable_numel()) / 1e6,
-            backend->device_name(), c.train.grad_accum, rows, S, rc.peft.method);
+            backend->device_name(), rc.train.grad_accum, rows, S, rc.peft.method);
   std::vector<double> times;
   for (int64_t s = 0; s < o.warmup_steps + o.steps; ++s) {
     backend->synchronize();
@@ -145,7 +146,7 @@ nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
   }
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
-  const double tokens = double(c.train.grad_accum * rows * S);
+  const double tokens = double(rc.train.grad_accum * rows * S);
   const double tps = tokens / median;
   const double tflops = tps * model_flops_per_token(mc, S, adapter, trained) / 1e12;
   const double peak = o.peak_tflops > 0 ? o.peak_tflops : known_peak_tflops(backend->device_name());
@@ -160,7 +161,7 @@ nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
       {"peft", peft_spec_to_json(model.peft())},
       {"seq_len", S},
       {"micro_batch_size", rows},
-      {"grad_accum", c.train.grad_accum},
+      {"grad_accum", rc.train.grad_accum},
       {"recompute", c.train.recompute},
       {"steps_timed", o.steps},
       {"step_seconds_median", median},

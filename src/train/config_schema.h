@@ -75,6 +75,9 @@ void for_each_config_field(Config& c, F&& f) {
     "passes over the training data, fractional allowed (0 = from train.steps; both 0: one epoch)");
   f("train.micro_batch_size", t.micro_batch_size, "rows per micro-batch");
   f("train.grad_accum", t.grad_accum, "micro-batches per optimizer step");
+  f("train.global_batch_size", t.global_batch_size,
+    "sequences per optimizer step over all data-parallel ranks (0: train.grad_accum says it); "
+    "grad_accum = global / (micro_batch_size x dp)");
   f("train.seq_len", t.seq_len, "tokens per row");
   f("train.eval_every", t.eval_every,
     "validate every N steps (0 = never, -1 = every 10% of the run when there is a val split)");

@@ -298,7 +298,10 @@ void validate(const RunConfig& c, const Origins* origins) {
          "(the other 0)", t.steps, v.where("train.steps"), format_value(t.epochs),
          v.where("train.epochs"));
   v.require("train.micro_batch_size", t.micro_batch_size, t.micro_batch_size > 0, "> 0");
-  v.require("train.grad_accum", t.grad_accum, t.grad_accum > 0, "> 0");
+  v.require("train.grad_accum", t.grad_accum, t.grad_accum > 0 || t.global_batch_size > 0,
+            "> 0 (0 only with train.global_batch_size, which then decides it)");
+  v.require("train.global_batch_size", t.global_batch_size, t.global_batch_size >= 0,
+            ">= 0 (0: train.grad_accum says the batch)");
   v.require("train.seq_len", t.seq_len, t.seq_len > 1, "> 1");
   v.require("train.eval_every", t.eval_every, t.eval_every >= -1,
             ">= -1 (0 = never, -1 = every 10% of the run)");
@@ -371,11 +374,31 @@ void validate(const RunConfig& c, const Origins* origins) {
 void resolve(RunConfig& c, const Origins& origins) {
   if (!origins.count("data.source") && !c.data.path.empty()) c.data.source = "hdf5";
   if (std::optional<bool> b = parse_bool(c.checkpoint.resume)) c.checkpoint.resume = *b ? "true" : "false";
+  // A global batch size decides the accumulation once the data-parallel size is known
+  // (resolve_global_batch), unless train.grad_accum is given too (then they must agree).
+  if (c.train.global_batch_size > 0 && !origins.count("train.grad_accum")) c.train.grad_accum = 0;
 }
 
 }  // namespace
 
 void validate_run_config(const RunConfig& config) { validate(config, nullptr); }
+
+void resolve_global_batch(RunConfig& c, int dp) {
+  TrainSection& t = c.train;
+  if (t.global_batch_size <= 0) return;
+  const int64_t per_accum = t.micro_batch_size * dp;
+  if (t.global_batch_size % per_accum)
+    fail("config key 'train.global_batch_size' = {} is not a multiple of train.micro_batch_size "
+         "({}) x data-parallel ranks ({}) = {}: choose a global batch that divides, or another "
+         "micro-batch size", t.global_batch_size, t.micro_batch_size, dp, per_accum);
+  const int64_t accum = t.global_batch_size / per_accum;
+  if (t.grad_accum > 0 && t.grad_accum != accum)
+    fail("config keys 'train.global_batch_size' = {} and 'train.grad_accum' = {} disagree: with "
+         "train.micro_batch_size {} and {} data-parallel rank{} the global batch takes "
+         "grad_accum {}; give one of them", t.global_batch_size, t.grad_accum, t.micro_batch_size,
+         dp, dp == 1 ? "" : "s", accum);
+  t.grad_accum = accum;
+}
 
 RunConfig run_config_from_yaml_text(const std::string& text, const std::string& source_name,
                                     const std::vector<std::string>& overrides) {

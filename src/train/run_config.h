@@ -81,7 +81,9 @@ struct TrainSection {
   double epochs = 0.0;            // passes over the training split (fractional); 0: from
                                   // `steps`; both 0: one epoch (train/run_length.h)
   int64_t micro_batch_size = 4;   // rows per micro-batch
-  int64_t grad_accum = 1;         // micro-batches per optimizer step
+  int64_t grad_accum = 1;         // micro-batches per optimizer step (0: from global_batch_size)
+  int64_t global_batch_size = 0;  // sequences per optimizer step over all dp ranks (0: unset);
+                                  // grad_accum = global / (micro_batch_size × dp)
   int64_t seq_len = 128;          // tokens per row
   int64_t eval_every = -1;        // validate every N steps (0 = never, -1 = every 10% of
                                   // the run when there is a validation split)
@@ -175,6 +177,9 @@ RunConfig run_config_from_yaml_text(const std::string& text, const std::string& 
                                     const std::vector<std::string>& overrides = {});
 // Checks every value's range (loading already does); throws temper::Error naming the key.
 void validate_run_config(const RunConfig& config);
+// train.global_batch_size (when set) into train.grad_accum for `dp` data-parallel ranks;
+// a global batch that does not divide, or a grad_accum that disagrees, is an error.
+void resolve_global_batch(RunConfig& config, int dp);
 
 // `config` with its file paths absolute (model.path, model.config, model.adapter, a
 // model.preset given as a path, data.path, checkpoint.load), against the working directory;

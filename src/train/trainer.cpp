@@ -54,7 +54,8 @@ void log_run_header(TrainingRun& run) {
   if (run.place.grid)
     log::info("grid: {}, {} gradient buckets", run.place.grid->str(),
               run.buckets ? run.buckets->bucket_count() : 0);
-  log::info("global batch: {} dp × {} accum × {} rows × {} tokens; metrics -> {}/metrics.jsonl",
+  log::info("global batch: {} sequences ({} dp × {} accum × {} rows) of {} tokens; metrics -> "
+            "{}/metrics.jsonl", run.place.dp_size() * c.train.grad_accum * c.train.micro_batch_size,
             run.place.dp_size(), c.train.grad_accum, c.train.micro_batch_size, c.train.seq_len,
             c.out_dir);
   log::info("length: {}", run.length.describe(c));
@@ -250,11 +251,13 @@ RunSummary run_training(const RunConfig& config, const TrainOptions& options) {
   validate_run_config(config);
   // Paths as absolute ones: the config.yaml and checkpoints written hold them, so export,
   // resume and the tokenizer lookup work from any directory.
-  const RunConfig c = with_absolute_paths(config);
+  RunConfig c = with_absolute_paths(config);
   // Before MPI starts, so a stop request is never lost to the default action (death).
   const StopSignals signals;
   Placement place;
   place.process = detect_process();
+  // The data-parallel size is known before MPI starts (DeviceGrid checks tp divides it).
+  resolve_global_batch(c, std::max<int>(1, place.process.world_size / int(std::max<int64_t>(1, c.parallel.tp))));
   if (c.parallel.tp > place.process.world_size)
     fail("parallel.tp={} needs at least that many ranks, but {} {} running (launch with "
          "launch/temper-mpirun -n N)", c.parallel.tp, place.process.world_size,

@@ -343,16 +343,25 @@ ModelConfig model_config_for_run(const RunConfig& config, const std::string& che
 
 std::string describe_run_length(const RunConfig& config) {
   try {
-    const RunConfig c = with_absolute_paths(config);
+    RunConfig c = with_absolute_paths(config);
+    resolve_global_batch(c, 1);
     const ModelConfig mc = model_config_for_run(c);
     TrainingData data = load_training_data(c, mc, false);
     DocumentLoader loader(std::move(data.train), uint64_t(c.seed), true, c.data.packing,
                           data.pad_id, data.conversations);
     const RunLength n = run_length(c, loader.batches_per_epoch(c.train.micro_batch_size, c.train.seq_len),
                                    1, !data.val.empty());
-    return fmt::format("# length: {}, for one data-parallel rank (R ranks / tp: a global batch R "
-                       "times larger, so about 1/R as many steps for train.epochs)\n# validation: {}\n",
-                       n.describe(c),
+    const std::string global =
+        config.train.global_batch_size > 0
+            ? fmt::format("{} sequences (train.global_batch_size; grad_accum = {} / ({} rows x dp ranks): "
+                          "{} on one rank)", c.train.global_batch_size, c.train.global_batch_size,
+                          c.train.micro_batch_size, c.train.grad_accum)
+            : fmt::format("{} sequences on one data-parallel rank ({} accum x {} rows; R ranks: R times "
+                          "larger, so about 1/R as many steps for train.epochs)",
+                          c.train.grad_accum * c.train.micro_batch_size, c.train.grad_accum,
+                          c.train.micro_batch_size);
+    return fmt::format("# global batch: {}\n# length: {}{}\n# validation: {}\n", global, n.describe(c),
+                       config.train.global_batch_size > 0 ? "" : ", for one data-parallel rank",
                        n.eval_every > 0 ? fmt::format("every {} steps and after the last", n.eval_every)
                                         : std::string("none (train.eval_every=0, or no validation split)"));
   } catch (const Error& e) {

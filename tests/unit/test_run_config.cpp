@@ -274,6 +274,40 @@ TEST(RunConfig, StepsOrEpochsNotBoth) {
             std::string::npos);
 }
 
+// train.global_batch_size decides grad_accum for the data-parallel size (global / (micro ×
+// dp)); one that does not divide, or a grad_accum that disagrees, is an error naming both.
+TEST(RunConfig, GlobalBatchSizeSetsTheAccumulation) {
+  RunConfig c = from_text("train:\n  micro_batch_size: 2\n  global_batch_size: 16\n", {});
+  EXPECT_EQ(c.train.grad_accum, 0);  // not given: follows from the global batch
+  RunConfig dp1 = c, dp2 = c, dp4 = c;
+  resolve_global_batch(dp1, 1);
+  resolve_global_batch(dp2, 2);
+  resolve_global_batch(dp4, 4);
+  EXPECT_EQ(dp1.train.grad_accum, 8);
+  EXPECT_EQ(dp2.train.grad_accum, 4);
+  EXPECT_EQ(dp4.train.grad_accum, 2);
+  const std::string uneven = error_of([&] {
+    RunConfig x = c;
+    resolve_global_batch(x, 3);
+  });
+  EXPECT_NE(uneven.find("'train.global_batch_size' = 16 is not a multiple of train.micro_batch_size (2) x "
+                        "data-parallel ranks (3) = 6"), std::string::npos) << uneven;
+  RunConfig agree = from_text("train:\n  micro_batch_size: 2\n  global_batch_size: 16\n", {"train.grad_accum=4"});
+  resolve_global_batch(agree, 2);
+  EXPECT_EQ(agree.train.grad_accum, 4);
+  const std::string disagree = error_of([] {
+    RunConfig x = from_text("train:\n  micro_batch_size: 2\n  global_batch_size: 16\n", {"train.grad_accum=3"});
+    resolve_global_batch(x, 2);
+  });
+  EXPECT_NE(disagree.find("'train.global_batch_size' = 16 and 'train.grad_accum' = 3 disagree"), std::string::npos)
+      << disagree;
+  RunConfig none = from_text("", {});  // no global batch: grad_accum as given
+  resolve_global_batch(none, 4);
+  EXPECT_EQ(none.train.grad_accum, 1);
+  EXPECT_NE(error_of([] { from_text("", {"train.global_batch_size=-1"}); }).find("'train.global_batch_size'"),
+            std::string::npos);
+}
+
 TEST(RunConfig, MalformedYamlNamesFileAndLine) {
   const std::string msg = error_of(
       [] { run_config_from_yaml_text("seed: 1\ntrain:\n  steps: [1, 2\n", "configs/bad.yaml", {}); });
