@@ -454,7 +454,7 @@ void Transformer::forward_trunk(Inputs& in, bool for_backward) {
     for (int64_t row : in.prompt_rows)
       backend_.copy(in.residuals[0].slice_rows(row, row + virtual_.count()), prompt);
   }
-  if (prefix_.defined()) prefix_.forward(backend_, params_, *act_arena_, tp_);
+  if (prefix_.defined()) prefix_.forward(backend_, params_, *act_arena_);
   for (int64_t l = 0; l < L; ++l) {
     Tensor res_in = for_backward ? in.residuals[l] : in.residuals[l % 2];
     Tensor res_out = for_backward ? in.residuals[l + 1] : in.residuals[(l + 1) % 2];

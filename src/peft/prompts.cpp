@@ -140,7 +140,7 @@ void PrefixKv::init(ParameterSet& params, uint64_t seed) const {
   for (size_t i : per_layer_) params.draw(i, seed, Draw::Normal, 1.0f);  // nn.Embedding
 }
 
-void PrefixKv::forward(Backend& be, const ParameterSet& params, Arena& arena, const TensorParallel& tp) {
+void PrefixKv::forward(Backend& be, const ParameterSet& params, Arena& arena) {
   if (!mlp_.defined()) return;
   const Tensor out = mlp_.forward(be, params, arena, params[embedding_].value);  // [N, L·2·kv_dim]
   keys_ = arena.allocate(out.dtype(), Shape{layers_, count_, kv_local_});
@@ -158,7 +158,6 @@ void PrefixKv::forward(Backend& be, const ParameterSet& params, Arena& arena, co
         Tensor dst = (kv ? values_ : keys_).flat((l * count_ + t) * kv_local_, kv_local_);
         be.copy(dst, out.flat(t * width + col, kv_local_));
       }
-  (void)tp;
 }
 
 Tensor PrefixKv::key(const ParameterSet& params, int64_t layer) const {
@@ -203,7 +202,7 @@ void PrefixKv::backward(Backend& be, ParameterSet& params, Arena& arena, const T
 
 std::vector<float> PrefixKv::peft_embeddings(Backend& be, const ParameterSet& params, Arena& arena,
                                              const TensorParallel& tp) {
-  forward(be, params, arena, tp);
+  forward(be, params, arena);
   const DType dt = params[mlp_.defined() ? embedding_ : per_layer_[0]].value.dtype();
   Tensor keys = arena.allocate(dt, Shape{layers_, count_, kv_local_});
   Tensor values = arena.allocate(dt, Shape{layers_, count_, kv_local_});

@@ -82,10 +82,9 @@ class PrefixKv {
   void declare_layer(ParameterSet& params, int64_t layer);
   bool defined() const { return count_ > 0; }
   int64_t count() const { return count_; }
-  bool projection() const { return mlp_.defined(); }
   void init(ParameterSet& params, uint64_t seed) const;
   // Makes this forward's keys and values (runs the MLP when there is one).
-  void forward(Backend& be, const ParameterSet& params, Arena& arena, const TensorParallel& tp);
+  void forward(Backend& be, const ParameterSet& params, Arena& arena);
   Tensor key(const ParameterSet& params, int64_t layer) const;    // [N, Hkv_local·D]
   Tensor value(const ParameterSet& params, int64_t layer) const;
   // Where layer `layer`'s key / value gradients go (accumulated by the attention op).
@@ -101,8 +100,6 @@ class PrefixKv {
                                      const TensorParallel& tp);
   // Without projection: every layer's keys and values from PEFT's layout [N, L·2·kv_dim].
   void set_from_peft(Backend& be, ParameterSet& params, const std::vector<float>& flat) const;
-  size_t embedding() const { return embedding_; }
-  const std::vector<size_t>& layer_params() const { return per_layer_; }
 
  private:
   int64_t count_ = 0, layers_ = 0, kv_dim_ = 0, kv_local_ = 0;

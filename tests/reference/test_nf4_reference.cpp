@@ -44,18 +44,6 @@ TEST(Nf4Reference, CodeBooksEqualTheirDefinitions) {
     EXPECT_NEAR(dynamic_map()[i], dyn[i], 1e-7 * std::max(1e-3f, std::fabs(dyn[i]))) << "dynamic map " << i;
 }
 
-ModelConfig tiny() {
-  ModelConfig c;
-  c.vocab_size = 40;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 32;
-  return c;
-}
-
 // The bitsandbytes-format model directory and the reference's dequantized projections.
 struct BnbModel {
   std::string dir;
@@ -64,7 +52,7 @@ struct BnbModel {
 
 BnbModel bnb_model(const std::string& name) {
   auto cpu = make_backend("cpu");
-  Transformer dense(tiny(), *cpu, DType::F32);
+  Transformer dense(test::nf4_model_config(), *cpu, DType::F32);
   test::randomize_parameters(dense.params(), *cpu, 7, 0.2f, 0.1f, 0.1f);
   SafetensorsFile in;
   in.metadata = {{"config", model_config_to_hf_json(dense.config()).dump()}};
@@ -87,9 +75,9 @@ TEST(Nf4Reference, BitsandbytesCheckpointLoadsWithoutRequantizing) {
   PeftSpec qlora;
   qlora.method = PeftMethod::Lora;
   qlora.nf4 = true;
-  Transformer q(tiny(), *cpu, DType::F32, 1, {}, false, qlora);
+  Transformer q(test::nf4_model_config(), *cpu, DType::F32, 1, {}, false, qlora);
   load_hf_weights(q, m.dir);
-  Transformer dense(tiny(), *cpu, DType::F32, 1, {}, false);
+  Transformer dense(test::nf4_model_config(), *cpu, DType::F32, 1, {}, false);
   load_hf_weights(dense, m.dir);
   int quantized = 0;
   for (const Parameter& p : q.params().all()) {
@@ -125,7 +113,7 @@ TEST(Nf4Reference, TruncatedOrForeignQuantStatesAreErrors) {
     PeftSpec qlora;
     qlora.method = PeftMethod::Lora;
     qlora.nf4 = true;
-    Transformer q(tiny(), *cpu, DType::F32, 1, {}, false, qlora);
+    Transformer q(test::nf4_model_config(), *cpu, DType::F32, 1, {}, false, qlora);
     return test::error_of([&] { load_hf_weights(q, m.dir); });
   };
   const std::string text = state().dump();

@@ -12,6 +12,18 @@
 
 namespace temper::test {
 
+ModelConfig nf4_model_config() {
+  ModelConfig c;
+  c.vocab_size = 40;
+  c.hidden_size = 64;
+  c.intermediate_size = 128;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 32;
+  return c;
+}
+
 std::string error_of(const std::function<void()>& fn) {
   try {
     fn();

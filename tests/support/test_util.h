@@ -7,9 +7,14 @@
 
 #include "data/batch.h"
 #include "kernels/backend.h"
+#include "model/config.h"
 #include "model/parameters.h"
 
 namespace temper::test {
+
+// A two-block model whose projections NF4 can store (input widths multiples of 64):
+// vocab 40, hidden 64, FFN 128, 4 heads over 2 kv heads, 32 positions.
+ModelConfig nf4_model_config();
 
 // The message of the temper::Error that fn throws ("" when it throws none).
 std::string error_of(const std::function<void()>& fn);

@@ -118,15 +118,8 @@ TEST(Nf4, TensorParallelShardsDequantizeToTheirSliceOfTheWhole) {
   }
 }
 
-ModelConfig nf4_config() {
-  ModelConfig c;
-  c.vocab_size = 40;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 32;
+ModelConfig nf4_config() {  // with q/k/v biases, so the dequantized path keeps them
+  ModelConfig c = test::nf4_model_config();
   c.attention_bias = true;
   return c;
 }
