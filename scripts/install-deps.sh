@@ -8,6 +8,7 @@ packages=(
   libopenblas-dev libopenblas-openmp-dev libfmt-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libpcre2-dev
   libgtest-dev
   iproute2 util-linux                  # the two-node test over network namespaces
+  slurm-wlm munge libpmix-dev          # the slurm label's one-machine cluster (libpmix.so: srun --mpi=pmix)
   python3 python3-numpy python3-torch python3-h5py python3-venv  # the reference implementation for the tests
 )
 missing=()

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "io/safetensors.h"
 #include "support/test_util.h"
 
 namespace temper::test {
@@ -106,6 +107,31 @@ inline double expect_grad_norms_close(const std::filesystem::path& a, const std:
     worst = std::max(worst, std::isnan(rel) ? INFINITY : rel);
   }
   return worst;
+}
+
+// The training losses of OUT_DIR/metrics.jsonl in step order.
+inline std::vector<float> loss_list(const std::filesystem::path& dir) {
+  std::vector<float> v;
+  for (const auto& [step, loss] : step_losses(dir)) v.push_back(float(loss));
+  return v;
+}
+
+// A run in another parallel layout against the one-process reference `ref`: its losses and
+// final parameters within `bound` relative, its gradient norms at each of steps 1..steps
+// within `grad_norm_bound` (the largest difference is printed).
+inline void expect_same_training(const std::filesystem::path& dir, const std::filesystem::path& ref,
+                                 int64_t steps, double bound, double grad_norm_bound,
+                                 const std::string& tag) {
+  ASSERT_EQ(loss_list(ref).size(), size_t(steps)) << tag << ": the reference run";
+  EXPECT_LE(rel_error(loss_list(dir), loss_list(ref)), bound) << tag << " losses";
+  const double worst = expect_grad_norms_close(dir, ref, 1, steps, grad_norm_bound, tag);
+  std::printf("[ %s ] grad_norm: largest relative difference over %lld steps %.2e (bound %.0e)\n",
+              tag.c_str(), (long long)steps, worst, grad_norm_bound);
+  SafetensorsFile ref_model = read_safetensors((ref / "final" / "model.safetensors").string());
+  SafetensorsFile model = read_safetensors((dir / "final" / "model.safetensors").string());
+  ASSERT_EQ(model.tensors.size(), ref_model.tensors.size()) << tag;
+  for (const auto& [name, t] : ref_model.tensors)
+    EXPECT_LE(rel_error(model.at(name).to_f32(), t.to_f32()), bound) << tag << " " << name;
 }
 
 inline std::string file_bytes(const std::filesystem::path& p) {

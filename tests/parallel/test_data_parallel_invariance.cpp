@@ -9,7 +9,6 @@
 #include <fmt/format.h>
 
 #include "e2e/checkpoint_test_util.h"
-#include "io/safetensors.h"
 #include "support/test_util.h"
 
 namespace temper {
@@ -48,23 +47,10 @@ std::string run_layout(const Layout& l, const std::string& tag, const std::strin
   return dir.string();
 }
 
-std::vector<float> losses(const std::string& dir) {
-  std::vector<float> v;
-  for (auto& j : test::metric_lines(dir)) v.push_back(float(j["loss"].get<double>()));
-  return v;
-}
+std::vector<float> losses(const std::string& dir) { return test::loss_list(dir); }
 
-// Losses, per-step gradient norms and final parameters of `dir` against the reference run.
 void expect_matches(const std::string& dir, const std::string& ref, const std::string& tag) {
-  EXPECT_LE(test::rel_error(losses(dir), losses(ref)), kBound) << tag << " losses";
-  const double worst = test::expect_grad_norms_close(dir, ref, 1, 5, kGradNormBound, tag);
-  std::printf("[ %s ] grad_norm: largest relative difference over 5 steps %.2e (bound %.0e)\n",
-              tag.c_str(), worst, kGradNormBound);
-  SafetensorsFile ref_model = read_safetensors(ref + "/final/model.safetensors");
-  SafetensorsFile model = read_safetensors(dir + "/final/model.safetensors");
-  ASSERT_EQ(model.tensors.size(), ref_model.tensors.size()) << tag;
-  for (const auto& [name, t] : ref_model.tensors)
-    EXPECT_LE(test::rel_error(model.at(name).to_f32(), t.to_f32()), kBound) << tag << " " << name;
+  test::expect_same_training(dir, ref, 5, kBound, kGradNormBound, tag);
 }
 
 TEST(DataParallel, LayoutsMatchOneProcess) {
