@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "data/dataset_writer.h"
 #include "kernels/backend.h"
 
 namespace temper {
@@ -25,16 +26,6 @@ struct Handle {
 };
 
 template <typename T>
-void write_1d(hid_t file, const char* name, hid_t type, const std::vector<T>& v,
-              const std::string& path) {
-  hsize_t n = v.size();
-  Handle space{H5Screate_simple(1, &n, nullptr), H5Sclose};
-  Handle set{H5Dcreate2(file, name, type, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
-  if (set.id < 0 || (n && H5Dwrite(set.id, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0))
-    fail("{}: cannot write dataset '{}' (disk full?)", path, name);
-}
-
-template <typename T>
 std::vector<T> read_1d(hid_t file, const char* name, hid_t type, const std::string& path) {
   Handle set{H5Dopen2(file, name, H5P_DEFAULT), H5Dclose};
   if (set.id < 0) fail("{}: dataset '{}' is missing", path, name);
@@ -46,21 +37,6 @@ std::vector<T> read_1d(hid_t file, const char* name, hid_t type, const std::stri
   if (n && H5Dread(set.id, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0)
     fail("{}: cannot read dataset '{}' (truncated or corrupt file?)", path, name);
   return v;
-}
-
-void write_attr(hid_t file, const char* name, int64_t value) {
-  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
-  Handle a{H5Acreate2(file, name, H5T_NATIVE_INT64, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
-  H5Awrite(a.id, H5T_NATIVE_INT64, &value);
-}
-
-void write_attr(hid_t file, const char* name, const std::string& value) {
-  Handle type{H5Tcopy(H5T_C_S1), H5Tclose};
-  H5Tset_size(type.id, std::max<size_t>(value.size(), 1));
-  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
-  Handle a{H5Acreate2(file, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
-  std::string padded = value.empty() ? std::string(1, '\0') : value;
-  H5Awrite(a.id, type.id, padded.data());
 }
 
 int64_t read_int_attr(hid_t file, const char* name, const std::string& path) {
@@ -122,51 +98,40 @@ std::vector<Document> TokenDataset::documents_of(bool validation) const {
   return out;
 }
 
-void write_token_dataset(const std::string& path, const TokenDataset& d) {
-  quiet_hdf5();
-  const std::string tmp = path + ".tmp";
-  {
-    Handle file{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
-    if (file.id < 0) fail("{}: cannot create", tmp);
-    write_1d(file.id, "tokens", H5T_NATIVE_UINT32, d.tokens, path);
-    write_1d(file.id, "loss_mask", H5T_NATIVE_UINT8, d.loss_mask, path);
-    write_1d(file.id, "doc_offsets", H5T_NATIVE_UINT64, d.doc_offsets, path);
-    write_1d(file.id, "split", H5T_NATIVE_UINT8, d.split, path);
-    write_attr(file.id, "vocab_size", d.vocab_size);
-    write_attr(file.id, "eos_id", d.eos_id);
-    write_attr(file.id, "tokenizer_fingerprint", d.tokenizer_fingerprint);
-    write_attr(file.id, "source_format", d.source_format);
-    write_attr(file.id, "chat_template", d.chat_template);
-    write_attr(file.id, "creator_version", d.creator_version);
-    if (H5Fflush(file.id, H5F_SCOPE_GLOBAL) < 0) fail("{}: flush failed (disk full?)", tmp);
+DatasetInfo TokenDataset::info() const {
+  return {vocab_size, eos_id, tokenizer_fingerprint, source_format, chat_template, creator_version};
+}
+
+std::vector<std::string> write_token_dataset(const std::string& path, const TokenDataset& d, int64_t shard_tokens) {
+  TokenDatasetWriter writer(path, shard_tokens);
+  const std::span<const uint32_t> tokens = d.tokens;
+  const std::span<const uint8_t> mask = d.loss_mask;
+  for (size_t i = 0; i < d.documents(); ++i) {
+    const size_t a = d.doc_offsets[i], n = d.doc_offsets[i + 1] - a;
+    writer.add(tokens.subspan(a, n), mask.subspan(a, n));
   }
-  std::filesystem::rename(tmp, path);
+  return writer.finish(d.split, d.info());
 }
 
 bool is_conversation_format(const std::string& f) {
   return f == "chat" || f == "alpaca" || f == "sharegpt";
 }
 
-TokenDataset read_token_dataset(const std::string& path) {
-  quiet_hdf5();
-  if (!std::filesystem::exists(path)) fail("dataset '{}' does not exist", path);
-  if (H5Fis_hdf5(path.c_str()) <= 0 && looks_like_jsonl(path))
-    fail("{}: a JSON Lines file, not a token dataset: tokenize it first with `temper prepare {} "
-         "--model MODEL --out DATA.h5` (MODEL: the model directory or .gguf you fine-tune) and "
-         "set data.path to DATA.h5", path, path);
-  Handle file{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
-  if (file.id < 0) fail("{}: not a readable HDF5 file (truncated or corrupt?)", path);
+namespace {
+
+// One dataset file (a whole dataset or one shard), validated.
+TokenDataset read_dataset_file(hid_t file, const std::string& path) {
   TokenDataset d;
-  d.tokens = read_1d<uint32_t>(file.id, "tokens", H5T_NATIVE_UINT32, path);
-  d.loss_mask = read_1d<uint8_t>(file.id, "loss_mask", H5T_NATIVE_UINT8, path);
-  d.doc_offsets = read_1d<uint64_t>(file.id, "doc_offsets", H5T_NATIVE_UINT64, path);
-  d.split = read_1d<uint8_t>(file.id, "split", H5T_NATIVE_UINT8, path);
-  d.vocab_size = read_int_attr(file.id, "vocab_size", path);
-  d.eos_id = read_int_attr(file.id, "eos_id", path);
-  d.tokenizer_fingerprint = read_string_attr(file.id, "tokenizer_fingerprint", path);
-  d.source_format = read_string_attr(file.id, "source_format", path);
-  d.chat_template = read_string_attr(file.id, "chat_template", path);
-  d.creator_version = read_string_attr(file.id, "creator_version", path);
+  d.tokens = read_1d<uint32_t>(file, "tokens", H5T_NATIVE_UINT32, path);
+  d.loss_mask = read_1d<uint8_t>(file, "loss_mask", H5T_NATIVE_UINT8, path);
+  d.doc_offsets = read_1d<uint64_t>(file, "doc_offsets", H5T_NATIVE_UINT64, path);
+  d.split = read_1d<uint8_t>(file, "split", H5T_NATIVE_UINT8, path);
+  d.vocab_size = read_int_attr(file, "vocab_size", path);
+  d.eos_id = read_int_attr(file, "eos_id", path);
+  d.tokenizer_fingerprint = read_string_attr(file, "tokenizer_fingerprint", path);
+  d.source_format = read_string_attr(file, "source_format", path);
+  d.chat_template = read_string_attr(file, "chat_template", path);
+  d.creator_version = read_string_attr(file, "creator_version", path);
   // Consistency.
   if (d.loss_mask.size() != d.tokens.size())
     fail("{}: loss_mask has {} entries, tokens {}", path, d.loss_mask.size(), d.tokens.size());
@@ -183,6 +148,79 @@ TokenDataset read_token_dataset(const std::string& path) {
     if (int64_t(d.tokens[i]) >= d.vocab_size)
       fail("{}: token {} has id {}, outside the dataset's vocab_size {}", path, i, d.tokens[i], d.vocab_size);
   return d;
+}
+
+// Each shard against the index: there, the size and counts the index recorded, and the
+// same tokenizer and format; then all of them as one dataset, in index order.
+TokenDataset read_shards(hid_t index, const std::string& path) {
+  const std::string names = read_string_attr(index, "shard_files", path);
+  std::vector<std::string> files;
+  for (size_t a = 0; a <= names.size();) {
+    const size_t b = std::min(names.find('\n', a), names.size());
+    files.push_back(names.substr(a, b - a));
+    a = b + 1;
+  }
+  const auto documents = read_1d<uint64_t>(index, "shard_documents", H5T_NATIVE_UINT64, path);
+  const auto tokens = read_1d<uint64_t>(index, "shard_tokens", H5T_NATIVE_UINT64, path);
+  const auto bytes = read_1d<uint64_t>(index, "shard_bytes", H5T_NATIVE_UINT64, path);
+  const size_t n = files.size();
+  if (documents.size() != n || tokens.size() != n || bytes.size() != n)
+    fail("{}: the index names {} shards but records {} / {} / {} document / token / byte counts",
+         path, n, documents.size(), tokens.size(), bytes.size());
+  TokenDataset all;
+  all.vocab_size = read_int_attr(index, "vocab_size", path);
+  all.eos_id = read_int_attr(index, "eos_id", path);
+  all.tokenizer_fingerprint = read_string_attr(index, "tokenizer_fingerprint", path);
+  all.source_format = read_string_attr(index, "source_format", path);
+  all.chat_template = read_string_attr(index, "chat_template", path);
+  all.creator_version = read_string_attr(index, "creator_version", path);
+  namespace fs = std::filesystem;
+  for (size_t i = 0; i < n; ++i) {
+    const std::string shard = (fs::path(path).parent_path() / files[i]).string();
+    const std::string which = fmt::format("{}: shard {} of {}, {}", path, i + 1, n, shard);
+    std::error_code ec;
+    if (!fs::is_regular_file(shard, ec)) fail("{}, is missing", which);
+    if (fs::file_size(shard, ec) != bytes[i])
+      fail("{}, is {} bytes where the index says {}: damaged, or written by another `temper "
+           "prepare`", which, fs::file_size(shard, ec), bytes[i]);
+    Handle file{H5Fopen(shard.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
+    if (file.id < 0) fail("{}, is not a readable HDF5 file (damaged?)", which);
+    haddr_t end = 0;
+    if (H5Fget_eoa(file.id, &end) >= 0 && bytes[i] < end)
+      fail("{}, is truncated: {} bytes where the file needs {}", which, bytes[i], end);
+    TokenDataset d = read_dataset_file(file.id, shard);
+    if (d.documents() != documents[i] || d.tokens.size() != tokens[i])
+      fail("{}, holds {} documents and {} tokens where the index says {} and {}", which,
+           d.documents(), d.tokens.size(), documents[i], tokens[i]);
+    if (d.tokenizer_fingerprint != all.tokenizer_fingerprint || d.vocab_size != all.vocab_size ||
+        d.source_format != all.source_format)
+      fail("{}, was made with another tokenizer or format than the index says", which);
+    const uint64_t base = all.tokens.size();
+    all.tokens.insert(all.tokens.end(), d.tokens.begin(), d.tokens.end());
+    all.loss_mask.insert(all.loss_mask.end(), d.loss_mask.begin(), d.loss_mask.end());
+    for (size_t k = 1; k < d.doc_offsets.size(); ++k) all.doc_offsets.push_back(base + d.doc_offsets[k]);
+    all.split.insert(all.split.end(), d.split.begin(), d.split.end());
+  }
+  return all;
+}
+
+}  // namespace
+
+TokenDataset read_token_dataset(const std::string& path) {
+  quiet_hdf5();
+  if (!std::filesystem::exists(path)) fail("dataset '{}' does not exist", path);
+  if (H5Fis_hdf5(path.c_str()) <= 0 && looks_like_jsonl(path))
+    fail("{}: a JSON Lines file, not a token dataset: tokenize it first with `temper prepare {} "
+         "--model MODEL --out DATA.h5` (MODEL: the model directory or .gguf you fine-tune) and "
+         "set data.path to DATA.h5", path, path);
+  Handle file{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
+  if (file.id < 0) fail("{}: not a readable HDF5 file (truncated or corrupt?)", path);
+  // HDF5 reads what lies past the end of a cut file as zeros: compare the size first.
+  haddr_t end = 0;
+  if (H5Fget_eoa(file.id, &end) >= 0 && std::filesystem::file_size(path) < end)
+    fail("{}: truncated: {} bytes where the file needs {}", path, std::filesystem::file_size(path), end);
+  if (H5Aexists(file.id, "shard_files") > 0) return read_shards(file.id, path);
+  return read_dataset_file(file.id, path);
 }
 
 }  // namespace temper

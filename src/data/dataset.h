@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "data/dataset_writer.h"
 #include "data/loader.h"
 
 namespace temper {
@@ -26,6 +27,7 @@ struct TokenDataset {
   // The documents of one split as loader documents: target[i] = tokens[i+1] when that
   // token is masked in, else -100.
   std::vector<Document> documents_of(bool validation) const;
+  DatasetInfo info() const;  // the attributes
 };
 
 // Whether documents of this source_format are conversations (alpaca, chat, sharegpt:
@@ -33,11 +35,13 @@ struct TokenDataset {
 bool is_conversation_format(const std::string& source_format);
 
 // Writes to `path` through a temporary file and a rename, so a crash never leaves a
-// half-written dataset under the final name.
-void write_token_dataset(const std::string& path, const TokenDataset& data);
+// half-written dataset under the final name; with shard_tokens > 0, as shards and an
+// index (data/dataset_writer.h). Returns the files written, the index last.
+std::vector<std::string> write_token_dataset(const std::string& path, const TokenDataset& data, int64_t shard_tokens = 0);
 // Reads and validates (offsets, split values, ids below vocab_size); every problem is a
 // temper::Error naming the file and the dataset or attribute. A JSON Lines file given
-// instead is an error that says to run `temper prepare` on it.
+// instead is an error that says to run `temper prepare` on it. A shard index reads as the
+// concatenation of its shards; a missing or damaged shard is an error naming it.
 TokenDataset read_token_dataset(const std::string& path);
 
 }  // namespace temper

@@ -5,12 +5,14 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <glob.h>
 #include <numeric>
 #include <variant>
 
 #include "core/error.h"
 #include "core/rng.h"
 #include "data/dataset.h"
+#include "data/dataset_writer.h"
 #include "data/jsonl_examples.h"
 
 namespace temper {
@@ -38,7 +40,70 @@ std::vector<uint8_t> split_documents(size_t n, double fraction, uint64_t seed) {
   return split;
 }
 
+// The input names with every glob pattern (*, ?, [) expanded, in sorted order; a name
+// that is not a file, or a pattern that matches none, is an error naming it.
+std::vector<std::string> expand_inputs(const std::vector<std::string>& names) {
+  if (names.empty()) fail("prepare: give one or more JSONL files (or --synthetic)");
+  std::vector<std::string> files;
+  for (const std::string& name : names) {
+    std::error_code ec;
+    if (name.find_first_of("*?[") == std::string::npos || fs::exists(name, ec)) {
+      if (!fs::is_regular_file(name, ec)) fail("{}: no such file", name);
+      files.push_back(name);
+      continue;
+    }
+    glob_t g{};
+    const int rc = glob(name.c_str(), 0, nullptr, &g);
+    std::vector<std::string> matched;
+    for (size_t i = 0; rc == 0 && i < g.gl_pathc; ++i)
+      if (fs::is_regular_file(g.gl_pathv[i], ec)) matched.push_back(g.gl_pathv[i]);
+    globfree(&g);
+    if (matched.empty()) fail("{}: the pattern matches no file", name);
+    files.insert(files.end(), matched.begin(), matched.end());  // glob sorts them
+  }
+  return files;
+}
+
 }  // namespace
+
+InputLines::InputLines(std::vector<std::string> files) : files_(std::move(files)) {
+  for (const std::string& f : files_) bytes_total_ += fs::file_size(f);
+}
+
+bool InputLines::next(Line& line) {
+  while (true) {
+    if (!in_.is_open()) {
+      if (file_ >= files_.size()) return false;
+      in_.open(files_[file_], std::ios::binary);
+      if (!in_) fail("{}: cannot open the input file", files_[file_]);
+      line_no_ = 0;
+    }
+    if (std::getline(in_, line.text)) {
+      line.file = file_;
+      line.number = ++line_no_;
+      ++lines_;
+      bytes_read_ += line.text.size() + 1;
+      if (line.number == 1 && line.text.starts_with("\xEF\xBB\xBF")) line.text.erase(0, 3);  // BOM
+      return true;
+    }
+    if (!in_.eof()) fail("{}: read error after line {}", files_[file_], line_no_);
+    in_.close();
+    ++file_;
+  }
+}
+
+std::string InputLines::where(const Line& line) const {
+  return fmt::format("{}:{}", files_[line.file], line.number);
+}
+
+std::string InputLines::names() const {
+  std::string s;
+  for (const std::string& f : files_) {
+    if (!s.empty()) s += ", ";
+    s += f;
+  }
+  return s;
+}
 
 std::vector<size_t> token_end_offsets(const Tokenizer& tok, std::span<const int32_t> ids,
                                       std::string_view text) {
@@ -111,39 +176,30 @@ PrepareStats prepare_jsonl(const PrepareOptions& o,
     fail("--val-fraction must be in [0, 1), got {}", o.val_fraction);
   if (o.max_tokens < 0) fail("--max-tokens must be positive, got {}", o.max_tokens);
   if (o.model.empty()) fail("prepare: --model (a Hugging Face model directory or .gguf) is required");
-  std::error_code ec;
-  if (!fs::is_regular_file(o.input, ec)) fail("{}: no such file", o.input);
-  std::ifstream in(o.input, std::ios::binary);
-  if (!in) fail("{}: cannot open the input file", o.input);
-
+  InputLines in(expand_inputs(o.inputs));
   PrepareStats st;
-  st.bytes_total = fs::file_size(o.input);
+  st.bytes_total = in.bytes_total();
   ModelTokenizer mt = load_model_tokenizer(o.model);
-
-  // Lines are read in blocks, parsed and tokenized in parallel, then appended in order.
+  // Lines are read in blocks, parsed and tokenized in parallel, then written in order.
   constexpr size_t kBlock = 2048;
   std::optional<JsonlFormat> format;
   if (o.format != "auto") format = jsonl_format_from_name(o.format);
   std::optional<DocumentTokenizer> tokenizer;
-  TokenDataset data;
-  std::string line;
-  int64_t line_no = 0;
-  bool eof = false;
-
-  auto bad_line = [&](int64_t no, const std::string& why) {
-    const std::string msg = fmt::format("{}:{}: {}", o.input, no, why);
+  TokenDatasetWriter out(o.out, o.shard_tokens);
+  auto bad_line = [&](const std::string& where, const std::string& why) {
+    const std::string msg = fmt::format("{}: {}", where, why);
     if (!o.skip_bad) fail("{} (--skip-bad skips such lines)", msg);
     if (st.bad_lines++ == 0) st.first_bad = msg;
   };
   // The format (auto: from the first line that has a known key) and the template decide
   // how every line is read.
-  auto start_reading = [&](const std::string& first, int64_t no) {
+  auto start_reading = [&](const std::string& first, const std::string& where) {
     if (!format) {
       try {
         format = guess_jsonl_format(first);
       } catch (const Error& e) {
         ++st.lines;
-        bad_line(no, e.what());
+        bad_line(where, e.what());
         return;
       }
     }
@@ -159,27 +215,26 @@ PrepareStats prepare_jsonl(const PrepareOptions& o,
     st.format = jsonl_format_name(*format);
     tokenizer.emplace(mt, chat);
   };
-
+  InputLines::Line line;
+  bool eof = false;
   while (!eof) {
-    std::vector<std::pair<int64_t, std::string>> block;
+    std::vector<InputLines::Line> block;
     while (block.size() < kBlock) {
-      if (!std::getline(in, line)) {
+      if (!in.next(line)) {
         eof = true;
         break;
       }
-      ++line_no;
-      st.bytes_read += line.size() + 1;
-      if (line_no == 1 && line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);  // UTF-8 BOM
-      if (blank(line)) continue;
-      if (!tokenizer) start_reading(line, line_no);
-      if (tokenizer) block.emplace_back(line_no, std::move(line));
+      if (blank(line.text)) continue;
+      if (!tokenizer) start_reading(line.text, in.where(line));
+      if (tokenizer) block.push_back(std::move(line));
     }
+    st.bytes_read = in.bytes_read();
     // Parse and tokenize; a failure is kept as its message, reported in line order.
     std::vector<std::variant<DocumentTokenizer::Doc, std::string>> done(block.size());
 #pragma omp parallel for schedule(dynamic, 16)
     for (size_t i = 0; i < block.size(); ++i) {
       try {
-        Example e = parse_example(block[i].second, *format);
+        Example e = parse_example(block[i].text, *format);
         done[i] = *format == JsonlFormat::Text ? tokenizer->text(e.text)
                                                : tokenizer->conversation(e.messages);
       } catch (const std::exception& e) {
@@ -189,7 +244,7 @@ PrepareStats prepare_jsonl(const PrepareOptions& o,
     for (size_t i = 0; i < block.size(); ++i) {
       ++st.lines;
       if (auto* why = std::get_if<std::string>(&done[i])) {
-        bad_line(block[i].first, *why);
+        bad_line(in.where(block[i]), *why);
         continue;
       }
       auto& d = std::get<DocumentTokenizer::Doc>(done[i]);
@@ -209,26 +264,21 @@ PrepareStats prepare_jsonl(const PrepareOptions& o,
         st.longer_than[m] += n > PrepareStats::kLengthMarks[m];
       st.tokens += n;
       st.trained_tokens += std::count(d.mask.begin(), d.mask.end(), 1);
-      data.add(d.tokens, d.mask, false);
+      out.add(d.tokens, d.mask);
     }
-    st.documents = int64_t(data.documents());
+    st.documents = int64_t(out.documents());
     st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (progress) progress(st);
   }
-  if (!in.eof()) fail("{}: read error after line {}", o.input, line_no);
-  if (data.documents() == 0)
+  if (out.documents() == 0)
     fail("{}: no documents ({} lines, {} bad, {} conversations longer than --max-tokens {})",
-         o.input, line_no, st.bad_lines, st.dropped_long, o.max_tokens);
-
-  data.split = split_documents(data.documents(), o.val_fraction, o.seed);
-  st.validation_documents = std::count(data.split.begin(), data.split.end(), 1);
-  data.vocab_size = mt.tokenizer.vocab_size();
-  data.eos_id = mt.eos_id ? *mt.eos_id : -1;
-  data.tokenizer_fingerprint = mt.tokenizer.fingerprint();
-  data.source_format = st.format;
-  data.chat_template = st.chat_template;
-  data.creator_version = TEMPER_VERSION;
-  write_token_dataset(o.out, data);
+         in.names(), in.lines(), st.bad_lines, st.dropped_long, o.max_tokens);
+  const std::vector<uint8_t> split = split_documents(out.documents(), o.val_fraction, o.seed);
+  st.validation_documents = std::count(split.begin(), split.end(), 1);
+  const DatasetInfo info{mt.tokenizer.vocab_size(), mt.eos_id ? *mt.eos_id : -1,
+                         mt.tokenizer.fingerprint(), st.format, st.chat_template, TEMPER_VERSION};
+  st.files = out.finish(split, info);
+  st.inputs = in.files();
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return st;
 }

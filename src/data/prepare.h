@@ -8,6 +8,7 @@
 // assistant span). Documents are assigned to train/validation by a seeded shuffle.
 #pragma once
 #include <cstdint>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <span>
@@ -21,10 +22,11 @@
 namespace temper {
 
 struct PrepareOptions {
-  std::string input;            // .jsonl file
+  std::vector<std::string> inputs;  // .jsonl files or glob patterns, read in this order
   std::string model;            // Hugging Face model directory or .gguf: tokenizer + template
   std::string format = "auto";  // text | alpaca | chat | sharegpt | auto (from the first line)
-  std::string out;              // .h5 file
+  std::string out;              // .h5 file (with shard_tokens: the index of the shards)
+  int64_t shard_tokens = 0;     // > 0: shards of about this many tokens (data/dataset_writer.h)
   std::string chat_template;    // a template name; empty = detect from the model's template
   double val_fraction = 0.05;   // share of documents held out for validation
   uint64_t seed = 0;            // of the train/validation split
@@ -45,12 +47,42 @@ struct PrepareStats {
   uint64_t bytes_read = 0, bytes_total = 0;
   double seconds = 0;
   std::string first_bad;  // file:line: reason of the first skipped line
+  std::vector<std::string> inputs;  // the files read (patterns expanded)
+  std::vector<std::string> files;   // the files written: the shards, then the index
 };
 
-// Reads options.input, writes options.out. Errors name file:line and the reason.
-// `progress` (optional) is called from the calling thread after each block of lines.
+// Reads options.inputs, writes options.out, streaming: memory holds the tokenizer, one
+// block of lines and one byte per document, whatever the input's size. Errors name
+// file:line and the reason. `progress` (optional) is called from the calling thread after
+// each block of lines.
 PrepareStats prepare_jsonl(const PrepareOptions& options,
                            const std::function<void(const PrepareStats&)>& progress = {});
+
+// The lines of several files in order, each with the file and line number it came from
+// (a UTF-8 byte-order mark opening a file is dropped).
+class InputLines {
+ public:
+  explicit InputLines(std::vector<std::string> files);
+  struct Line {
+    std::string text;
+    size_t file = 0;      // index into files()
+    int64_t number = 0;   // 1-based, within its file
+  };
+  bool next(Line& line);  // false after the last line of the last file
+  std::string where(const Line& line) const;  // "file:line"
+  std::string names() const;                  // the files, comma-separated
+  const std::vector<std::string>& files() const { return files_; }
+  uint64_t bytes_total() const { return bytes_total_; }
+  uint64_t bytes_read() const { return bytes_read_; }
+  int64_t lines() const { return lines_; }
+
+ private:
+  std::vector<std::string> files_;
+  std::ifstream in_;
+  size_t file_ = 0;
+  int64_t line_no_ = 0, lines_ = 0;
+  uint64_t bytes_total_ = 0, bytes_read_ = 0;
+};
 
 // Turns examples into (tokens, loss mask) documents for one tokenizer.
 class DocumentTokenizer {

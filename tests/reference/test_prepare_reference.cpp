@@ -43,7 +43,7 @@ TEST(PrepareReference, IdsAndMasksEqualTransformers) {
   for (const auto& c : (*data)["cases"]) {
     const std::string name = c["name"];
     PrepareOptions o;
-    o.input = c["jsonl"];
+    o.inputs = {c["jsonl"].get<std::string>()};
     o.model = c["model"];
     o.format = c["format"];
     o.out = (dir / (name + ".h5")).string();

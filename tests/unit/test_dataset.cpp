@@ -2,6 +2,7 @@
 // attributes; documents become loader documents with targets only where the mask says;
 // a truncated or inconsistent file is an error naming the file and what is wrong.
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 
 #include <filesystem>
 #include <hdf5.h>
@@ -79,7 +80,14 @@ TEST(Dataset, BadFilesAreNamedErrors) {
   TokenDataset bad = sample();
   bad.doc_offsets.back() -= 1;
   const std::string off = (dir / "offsets.h5").string();
-  write_token_dataset(off, bad);
+  write_token_dataset(off, sample());
+  {  // the writer derives offsets from the documents: overwrite them in the file
+    const hid_t f = H5Fopen(off.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    const hid_t set = H5Dopen2(f, "doc_offsets", H5P_DEFAULT);
+    ASSERT_GE(H5Dwrite(set, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, bad.doc_offsets.data()), 0);
+    H5Dclose(set);
+    H5Fclose(f);
+  }
   expect_error([&] { read_token_dataset(off); }, {off, "doc_offsets"});
   // An id the dataset's own vocabulary does not have.
   TokenDataset big = sample();
@@ -87,6 +95,46 @@ TEST(Dataset, BadFilesAreNamedErrors) {
   const std::string ids = (dir / "ids.h5").string();
   write_token_dataset(ids, big);
   expect_error([&] { read_token_dataset(ids); }, {ids, "token 2", "150"});
+}
+
+// Past the writer's 1M-token buffer: growing chunked datasets, and shards that each pass
+// it too; both read back as the dataset written.
+TEST(Dataset, LargeDatasetsStreamThroughChunksAndShards) {
+  TokenDataset d = sample();
+  d.tokens.clear(), d.loss_mask.clear(), d.doc_offsets = {0}, d.split.clear();
+  uint32_t x = 1;
+  while (d.tokens.size() < 2'600'000) {
+    x = x * 1103515245u + 12345u;
+    const size_t n = 1 + (x >> 8) % 3000;
+    std::vector<uint32_t> doc(n);
+    std::vector<uint8_t> mask(n);
+    for (size_t i = 0; i < n; ++i) doc[i] = uint32_t((x >> 4) % 97 + i % 3), mask[i] = (i + x) % 2;
+    d.add(doc, mask, x % 10 == 0);
+  }
+  const auto dir = test::temp_dir("dataset_large");
+  for (int64_t shard : {int64_t(0), int64_t(1'100'000)}) {
+    SCOPED_TRACE(shard);
+    const std::string path = (dir / fmt::format("d{}.h5", shard)).string();
+    const std::vector<std::string> files = write_token_dataset(path, d, shard);
+    EXPECT_EQ(files.size(), shard ? 4u : 1u);  // 2.6M tokens in shards of up to 1.1M: 3
+    const TokenDataset r = read_token_dataset(path);
+    EXPECT_TRUE(r.tokens == d.tokens);
+    EXPECT_TRUE(r.loss_mask == d.loss_mask);
+    EXPECT_TRUE(r.doc_offsets == d.doc_offsets);
+    EXPECT_TRUE(r.split == d.split);
+  }
+}
+
+// A writer dropped before finish() (an error while preparing) leaves no file behind.
+TEST(Dataset, AnUnfinishedWriterLeavesNoFiles) {
+  const auto dir = test::temp_dir("dataset_unfinished");
+  {
+    TokenDatasetWriter w((dir / "d.h5").string(), 3);
+    const std::vector<uint32_t> t = {1, 2};
+    const std::vector<uint8_t> m = {0, 1};
+    for (int i = 0; i < 5; ++i) w.add(t, m);
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
 }
 
 }  // namespace

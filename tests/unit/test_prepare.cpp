@@ -114,7 +114,7 @@ TEST(Prepare, BadLinesStopWithFileAndLineOrAreSkippedAndCounted) {
                        << R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})"
                        << "\n";
   PrepareOptions o;
-  o.input = jsonl;
+  o.inputs = {jsonl};
   o.model = model.string();
   o.out = (dir / "out.h5").string();
   std::string e = error_of([&] { prepare_jsonl(o); });
@@ -142,7 +142,7 @@ TEST(Prepare, BadLinesStopWithFileAndLineOrAreSkippedAndCounted) {
   o.chat_template = "qwen2";  // by name instead
   EXPECT_EQ(prepare_jsonl(o).chat_template, "qwen2");
 
-  o.input = (dir / "missing.jsonl").string();
+  o.inputs = {(dir / "missing.jsonl").string()};
   e = error_of([&] { prepare_jsonl(o); });
   EXPECT_NE(e.find("missing.jsonl"), std::string::npos) << e;
 }
@@ -155,7 +155,7 @@ TEST(Prepare, TextDocumentsEndWithEosAndStartWithBosWhenTheTokenizerAddsOne) {
     const fs::path model = byte_model(bos ? "prepare_text_bos" : "prepare_text_nobos", bos);
     const Tokenizer tok = Tokenizer::from_file(model / "tokenizer.json");
     PrepareOptions o;
-    o.input = jsonl;
+    o.inputs = {jsonl};
     o.model = model.string();
     o.out = (dir / (bos ? "bos.h5" : "nobos.h5")).string();
     o.val_fraction = 0;
@@ -199,7 +199,7 @@ TEST(Prepare, SplitIsDeterministicInTheSeedAndMaxTokensCutsTextDropsConversation
   // Lengths without a cut, to know which documents --max-tokens 60 must cut or drop.
   auto lengths_of = [&](const std::string& input) {
     PrepareOptions full;
-    full.input = input;
+    full.inputs = {input};
     full.model = model.string();
     full.out = input + ".full.h5";
     prepare_jsonl(full);
@@ -210,7 +210,7 @@ TEST(Prepare, SplitIsDeterministicInTheSeedAndMaxTokensCutsTextDropsConversation
   };
   auto prepared = [&](const std::string& input, uint64_t seed, const std::string& name, PrepareStats* st) {
     PrepareOptions o;
-    o.input = input;
+    o.inputs = {input};
     o.model = model.string();
     o.out = (dir / name).string();
     o.seed = seed;
