@@ -1,5 +1,7 @@
 #include "data/batch.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "kernels/backend.h"
 
@@ -61,10 +63,19 @@ bool BatchBuilder::add_document(std::span<const int32_t> tokens,
                                 std::span<const int32_t> targets) {
   TEMPER_CHECK(tokens.size() == targets.size(), "tokens {} vs targets {}", tokens.size(),
                targets.size());
-  if (full() || tokens.empty()) return false;
-  size_t i = 0;
-  while (i < tokens.size() && !full()) {
-    int64_t n = std::min<int64_t>(seq_len_ - col_, int64_t(tokens.size() - i));
+  return advance(int64_t(tokens.size()), tokens.data(), targets.data());
+}
+
+bool BatchBuilder::add_length(int64_t n) {
+  TEMPER_CHECK(!record_, "add_length on a BatchBuilder that records tokens");
+  return advance(n, nullptr, nullptr);
+}
+
+bool BatchBuilder::advance(int64_t len, const int32_t* tokens, const int32_t* targets) {
+  if (full() || len == 0) return false;
+  int64_t i = 0;
+  while (i < len && !full()) {
+    const int64_t n = std::min<int64_t>(seq_len_ - col_, len - i);
     for (int64_t j = 0; record_ && j < n; ++j) {
       b_.ids.push_back(tokens[i + j]);
       // The last token of a split piece predicts the next piece's first token: that
@@ -73,7 +84,7 @@ bool BatchBuilder::add_document(std::span<const int32_t> tokens,
       b_.positions.push_back(int32_t(j));
     }
     if (record_) b_.cu_seqlens.push_back(int32_t(b_.ids.size()));
-    i += size_t(n);
+    i += n;
     col_ += n;
     if (col_ == seq_len_) close_row();
   }

@@ -35,6 +35,9 @@ class BatchBuilder {
   // left continues on the next row (as its own attention segment); what does not fit in
   // the batch is dropped. Returns false (appending nothing) when the batch is full.
   bool add_document(std::span<const int32_t> tokens, std::span<const int32_t> targets);
+  // The bookkeeping of add_document for a document of n tokens (record false only).
+  bool add_length(int64_t n);
+  bool records() const { return record_; }
   bool full() const { return row_ >= rows_; }
   bool empty() const { return row_ == 0 && col_ == 0; }
   // Tokens that still fit in the batch, and in the current row.
@@ -51,6 +54,7 @@ class BatchBuilder {
 
  private:
   void close_row();
+  bool advance(int64_t len, const int32_t* tokens, const int32_t* targets);
   int64_t rows_, seq_len_;
   int32_t pad_id_;
   bool record_;

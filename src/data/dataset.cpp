@@ -119,6 +119,15 @@ bool is_conversation_format(const std::string& f) {
 
 namespace {
 
+void read_attributes(hid_t file, const std::string& path, TokenDataset& d) {
+  d.vocab_size = read_int_attr(file, "vocab_size", path);
+  d.eos_id = read_int_attr(file, "eos_id", path);
+  d.tokenizer_fingerprint = read_string_attr(file, "tokenizer_fingerprint", path);
+  d.source_format = read_string_attr(file, "source_format", path);
+  d.chat_template = read_string_attr(file, "chat_template", path);
+  d.creator_version = read_string_attr(file, "creator_version", path);
+}
+
 // One dataset file (a whole dataset or one shard), validated.
 TokenDataset read_dataset_file(hid_t file, const std::string& path) {
   TokenDataset d;
@@ -126,12 +135,7 @@ TokenDataset read_dataset_file(hid_t file, const std::string& path) {
   d.loss_mask = read_1d<uint8_t>(file, "loss_mask", H5T_NATIVE_UINT8, path);
   d.doc_offsets = read_1d<uint64_t>(file, "doc_offsets", H5T_NATIVE_UINT64, path);
   d.split = read_1d<uint8_t>(file, "split", H5T_NATIVE_UINT8, path);
-  d.vocab_size = read_int_attr(file, "vocab_size", path);
-  d.eos_id = read_int_attr(file, "eos_id", path);
-  d.tokenizer_fingerprint = read_string_attr(file, "tokenizer_fingerprint", path);
-  d.source_format = read_string_attr(file, "source_format", path);
-  d.chat_template = read_string_attr(file, "chat_template", path);
-  d.creator_version = read_string_attr(file, "creator_version", path);
+  read_attributes(file, path, d);
   // Consistency.
   if (d.loss_mask.size() != d.tokens.size())
     fail("{}: loss_mask has {} entries, tokens {}", path, d.loss_mask.size(), d.tokens.size());
@@ -150,51 +154,73 @@ TokenDataset read_dataset_file(hid_t file, const std::string& path) {
   return d;
 }
 
-// Each shard against the index: there, the size and counts the index recorded, and the
-// same tokenizer and format; then all of them as one dataset, in index order.
-TokenDataset read_shards(hid_t index, const std::string& path) {
-  const std::string names = read_string_attr(index, "shard_files", path);
+// A shard index: the attributes, and each shard's file, documents, tokens and bytes.
+struct ShardIndex {
+  std::string path;
+  TokenDataset meta;  // attributes only
   std::vector<std::string> files;
+  std::vector<uint64_t> documents, tokens, bytes;
+  std::string which(size_t i) const {
+    return fmt::format("{}: shard {} of {}, {}", path, i + 1, files.size(), files[i]);
+  }
+};
+
+ShardIndex read_index(hid_t index, const std::string& path) {
+  ShardIndex x;
+  x.path = path;
+  const std::string names = read_string_attr(index, "shard_files", path);
   for (size_t a = 0; a <= names.size();) {
     const size_t b = std::min(names.find('\n', a), names.size());
-    files.push_back(names.substr(a, b - a));
+    x.files.push_back((std::filesystem::path(path).parent_path() / names.substr(a, b - a)).string());
     a = b + 1;
   }
-  const auto documents = read_1d<uint64_t>(index, "shard_documents", H5T_NATIVE_UINT64, path);
-  const auto tokens = read_1d<uint64_t>(index, "shard_tokens", H5T_NATIVE_UINT64, path);
-  const auto bytes = read_1d<uint64_t>(index, "shard_bytes", H5T_NATIVE_UINT64, path);
-  const size_t n = files.size();
-  if (documents.size() != n || tokens.size() != n || bytes.size() != n)
+  x.documents = read_1d<uint64_t>(index, "shard_documents", H5T_NATIVE_UINT64, path);
+  x.tokens = read_1d<uint64_t>(index, "shard_tokens", H5T_NATIVE_UINT64, path);
+  x.bytes = read_1d<uint64_t>(index, "shard_bytes", H5T_NATIVE_UINT64, path);
+  const size_t n = x.files.size();
+  if (x.documents.size() != n || x.tokens.size() != n || x.bytes.size() != n)
     fail("{}: the index names {} shards but records {} / {} / {} document / token / byte counts",
-         path, n, documents.size(), tokens.size(), bytes.size());
-  TokenDataset all;
-  all.vocab_size = read_int_attr(index, "vocab_size", path);
-  all.eos_id = read_int_attr(index, "eos_id", path);
-  all.tokenizer_fingerprint = read_string_attr(index, "tokenizer_fingerprint", path);
-  all.source_format = read_string_attr(index, "source_format", path);
-  all.chat_template = read_string_attr(index, "chat_template", path);
-  all.creator_version = read_string_attr(index, "creator_version", path);
+         path, n, x.documents.size(), x.tokens.size(), x.bytes.size());
+  read_attributes(index, path, x.meta);
+  return x;
+}
+
+// Opens shard i after checking it against the index: there, the size the index recorded,
+// not cut short of HDF5's end of allocation.
+h5::Id open_shard(const ShardIndex& x, size_t i) {
   namespace fs = std::filesystem;
-  for (size_t i = 0; i < n; ++i) {
-    const std::string shard = (fs::path(path).parent_path() / files[i]).string();
-    const std::string which = fmt::format("{}: shard {} of {}, {}", path, i + 1, n, shard);
-    std::error_code ec;
-    if (!fs::is_regular_file(shard, ec)) fail("{}, is missing", which);
-    if (fs::file_size(shard, ec) != bytes[i])
-      fail("{}, is {} bytes where the index says {}: damaged, or written by another `temper "
-           "prepare`", which, fs::file_size(shard, ec), bytes[i]);
-    Handle file{H5Fopen(shard.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
-    if (file.id < 0) fail("{}, is not a readable HDF5 file (damaged?)", which);
-    haddr_t end = 0;
-    if (H5Fget_eoa(file.id, &end) >= 0 && bytes[i] < end)
-      fail("{}, is truncated: {} bytes where the file needs {}", which, bytes[i], end);
-    TokenDataset d = read_dataset_file(file.id, shard);
-    if (d.documents() != documents[i] || d.tokens.size() != tokens[i])
-      fail("{}, holds {} documents and {} tokens where the index says {} and {}", which,
-           d.documents(), d.tokens.size(), documents[i], tokens[i]);
-    if (d.tokenizer_fingerprint != all.tokenizer_fingerprint || d.vocab_size != all.vocab_size ||
-        d.source_format != all.source_format)
-      fail("{}, was made with another tokenizer or format than the index says", which);
+  const std::string& shard = x.files[i];
+  std::error_code ec;
+  if (!fs::is_regular_file(shard, ec)) fail("{}, is missing", x.which(i));
+  if (fs::file_size(shard, ec) != x.bytes[i])
+    fail("{}, is {} bytes where the index says {}: damaged, or written by another `temper "
+         "prepare`", x.which(i), fs::file_size(shard, ec), x.bytes[i]);
+  h5::Id file(H5Fopen(shard.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  if (!file.valid()) fail("{}, is not a readable HDF5 file (damaged?)", x.which(i));
+  haddr_t end = 0;
+  if (H5Fget_eoa(file.get(), &end) >= 0 && x.bytes[i] < end)
+    fail("{}, is truncated: {} bytes where the file needs {}", x.which(i), x.bytes[i], end);
+  return file;
+}
+
+// A shard's counts and attributes against the index.
+void check_shard(const ShardIndex& x, size_t i, const TokenDataset& d, uint64_t tokens) {
+  if (d.documents() != x.documents[i] || tokens != x.tokens[i])
+    fail("{}, holds {} documents and {} tokens where the index says {} and {}", x.which(i),
+         d.documents(), tokens, x.documents[i], x.tokens[i]);
+  if (d.tokenizer_fingerprint != x.meta.tokenizer_fingerprint || d.vocab_size != x.meta.vocab_size ||
+      d.source_format != x.meta.source_format)
+    fail("{}, was made with another tokenizer or format than the index says", x.which(i));
+}
+
+// Every shard, checked, as one dataset in index order.
+TokenDataset read_shards(hid_t index, const std::string& path) {
+  const ShardIndex x = read_index(index, path);
+  TokenDataset all = x.meta;
+  for (size_t i = 0; i < x.files.size(); ++i) {
+    const h5::Id file = open_shard(x, i);
+    TokenDataset d = read_dataset_file(file.get(), x.files[i]);
+    check_shard(x, i, d, d.tokens.size());
     const uint64_t base = all.tokens.size();
     all.tokens.insert(all.tokens.end(), d.tokens.begin(), d.tokens.end());
     all.loss_mask.insert(all.loss_mask.end(), d.loss_mask.begin(), d.loss_mask.end());
@@ -202,6 +228,109 @@ TokenDataset read_shards(hid_t index, const std::string& path) {
     all.split.insert(all.split.end(), d.split.begin(), d.split.end());
   }
   return all;
+}
+
+// The documents of one split of a sharded dataset, read from the shards when asked for:
+// memory holds each document's shard, offsets and split, and one open file per shard.
+class ShardedDocuments final : public DocumentSource {
+ public:
+  ShardedDocuments(std::shared_ptr<const ShardIndex> index, std::shared_ptr<std::vector<h5::Id>> files,
+                   std::shared_ptr<const std::vector<std::vector<uint64_t>>> offsets,
+                   std::vector<std::pair<uint32_t, uint64_t>> docs)
+      : index_(std::move(index)), files_(std::move(files)), offsets_(std::move(offsets)),
+        docs_(std::move(docs)) {}
+  size_t size() const override { return docs_.size(); }
+  int64_t length(size_t i) const override {
+    const auto [shard, k] = docs_[i];
+    return int64_t((*offsets_)[shard][k + 1] - (*offsets_)[shard][k]);
+  }
+  const Document& get(size_t i, Document& d) const override {
+    const auto [shard, k] = docs_[i];
+    const uint64_t a = (*offsets_)[shard][k], n = (*offsets_)[shard][k + 1] - a;
+    std::vector<uint32_t> tokens(n);
+    std::vector<uint8_t> mask(n);
+    read_range(shard, "tokens", H5T_NATIVE_UINT32, a, n, tokens.data());
+    read_range(shard, "loss_mask", H5T_NATIVE_UINT8, a, n, mask.data());
+    d.tokens.resize(n);
+    d.targets.resize(n);
+    for (uint64_t j = 0; j < n; ++j) {
+      if (int64_t(tokens[j]) >= index_->meta.vocab_size)
+        fail("{}: token {} has id {}, outside the dataset's vocab_size {}",
+             index_->files[shard], a + j, tokens[j], index_->meta.vocab_size);
+      d.tokens[j] = int32_t(tokens[j]);
+      d.targets[j] = j + 1 < n && mask[j + 1] ? int32_t(tokens[j + 1]) : kIgnoreIndex;
+    }
+    return d;
+  }
+
+ private:
+  void read_range(uint32_t shard, const char* name, hid_t type, uint64_t first, uint64_t n,
+                  void* out) const {
+    const hid_t file = (*files_)[shard].get();
+    Handle set{H5Dopen2(file, name, H5P_DEFAULT), H5Dclose};
+    Handle space{set.id >= 0 ? H5Dget_space(set.id) : -1, H5Sclose};
+    hsize_t start = first, count = n;
+    Handle mem{H5Screate_simple(1, &count, nullptr), H5Sclose};
+    if (space.id < 0 ||
+        H5Sselect_hyperslab(space.id, H5S_SELECT_SET, &start, nullptr, &count, nullptr) < 0 ||
+        H5Dread(set.id, type, mem.id, space.id, H5P_DEFAULT, out) < 0)
+      fail("{}: cannot read {} [{}, {}) (damaged?)", index_->files[shard], name, first, first + n);
+  }
+  std::shared_ptr<const ShardIndex> index_;
+  std::shared_ptr<std::vector<h5::Id>> files_;
+  std::shared_ptr<const std::vector<std::vector<uint64_t>>> offsets_;
+  std::vector<std::pair<uint32_t, uint64_t>> docs_;  // (shard, document in it)
+};
+
+std::vector<uint64_t> read_offsets(hid_t file, const std::string& path, uint64_t tokens) {
+  std::vector<uint64_t> offsets = read_1d<uint64_t>(file, "doc_offsets", H5T_NATIVE_UINT64, path);
+  if (offsets.empty() || offsets.front() != 0 || offsets.back() != tokens)
+    fail("{}: doc_offsets must run from 0 to the token count {}", path, tokens);
+  for (size_t i = 0; i + 1 < offsets.size(); ++i)
+    if (offsets[i + 1] <= offsets[i]) fail("{}: document {} is empty or out of order", path, i);
+  return offsets;
+}
+
+uint64_t dataset_length(hid_t file, const char* name, const std::string& path) {
+  Handle set{H5Dopen2(file, name, H5P_DEFAULT), H5Dclose};
+  if (set.id < 0) fail("{}: dataset '{}' is missing", path, name);
+  Handle space{H5Dget_space(set.id), H5Sclose};
+  hsize_t n = 0;
+  if (H5Sget_simple_extent_ndims(space.id) != 1) fail("{}: dataset '{}' must be 1-D", path, name);
+  H5Sget_simple_extent_dims(space.id, &n, nullptr);
+  return n;
+}
+
+DatasetDocuments open_sharded(hid_t index_file, const std::string& path) {
+  auto index = std::make_shared<const ShardIndex>(read_index(index_file, path));
+  auto files = std::make_shared<std::vector<h5::Id>>();
+  auto offsets = std::make_shared<std::vector<std::vector<uint64_t>>>();
+  std::vector<std::pair<uint32_t, uint64_t>> split_docs[2];
+  for (size_t i = 0; i < index->files.size(); ++i) {
+    files->push_back(open_shard(*index, i));
+    const hid_t file = files->back().get();
+    const std::string& shard = index->files[i];
+    TokenDataset d;  // attributes and split
+    read_attributes(file, shard, d);
+    d.split = read_1d<uint8_t>(file, "split", H5T_NATIVE_UINT8, shard);
+    const uint64_t tokens = dataset_length(file, "tokens", shard);
+    if (dataset_length(file, "loss_mask", shard) != tokens)
+      fail("{}: loss_mask and tokens differ in length", shard);
+    offsets->push_back(read_offsets(file, shard, tokens));
+    if (offsets->back().size() != d.split.size() + 1)
+      fail("{}: doc_offsets has {} entries, expected split size + 1 = {}", shard,
+           offsets->back().size(), d.split.size() + 1);
+    check_shard(*index, i, d, tokens);
+    for (uint64_t k = 0; k < d.split.size(); ++k) {
+      if (d.split[k] > 1) fail("{}: split[{}] = {} (expected 0 train or 1 validation)", shard, k, d.split[k]);
+      split_docs[d.split[k]].push_back({uint32_t(i), k});
+    }
+  }
+  DatasetDocuments out;
+  out.meta = index->meta;
+  out.train = std::make_shared<ShardedDocuments>(index, files, offsets, std::move(split_docs[0]));
+  out.val = std::make_shared<ShardedDocuments>(index, files, offsets, std::move(split_docs[1]));
+  return out;
 }
 
 }  // namespace
@@ -221,6 +350,26 @@ TokenDataset read_token_dataset(const std::string& path) {
     fail("{}: truncated: {} bytes where the file needs {}", path, std::filesystem::file_size(path), end);
   if (H5Aexists(file.id, "shard_files") > 0) return read_shards(file.id, path);
   return read_dataset_file(file.id, path);
+}
+
+DatasetDocuments open_token_dataset(const std::string& path) {
+  quiet_hdf5();
+  if (std::filesystem::exists(path) && H5Fis_hdf5(path.c_str()) > 0) {
+    Handle file{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
+    if (file.id >= 0 && H5Aexists(file.id, "shard_files") > 0) {
+      haddr_t end = 0;
+      if (H5Fget_eoa(file.id, &end) >= 0 && std::filesystem::file_size(path) < end)
+        fail("{}: truncated: {} bytes where the file needs {}", path, std::filesystem::file_size(path), end);
+      return open_sharded(file.id, path);
+    }
+  }
+  TokenDataset d = read_token_dataset(path);  // one file, or the errors of a bad one
+  DatasetDocuments out;
+  out.train = std::make_shared<InMemoryDocuments>(d.documents_of(false));
+  out.val = std::make_shared<InMemoryDocuments>(d.documents_of(true));
+  d.tokens.clear(), d.loss_mask.clear(), d.doc_offsets.clear(), d.split.clear();
+  out.meta = std::move(d);
+  return out;
 }
 
 }  // namespace temper

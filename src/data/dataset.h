@@ -4,6 +4,7 @@
 // source_format, chat_template, creator_version.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -43,5 +44,15 @@ std::vector<std::string> write_token_dataset(const std::string& path, const Toke
 // instead is an error that says to run `temper prepare` on it. A shard index reads as the
 // concatenation of its shards; a missing or damaged shard is an error naming it.
 TokenDataset read_token_dataset(const std::string& path);
+
+// A dataset's documents by split, for training: a sharded dataset's are read from the
+// shards when a batch takes them (the index, offsets and splits are checked up front; a
+// token id outside the vocabulary is an error when its document is read); one file's
+// are read whole. `meta` holds the attributes.
+struct DatasetDocuments {
+  TokenDataset meta;
+  std::shared_ptr<const DocumentSource> train, val;
+};
+DatasetDocuments open_token_dataset(const std::string& path);
 
 }  // namespace temper

@@ -46,10 +46,10 @@ std::string find_preset(const std::string& preset) {
 }
 
 // Validation micro-batches, fixed for the whole run.
-std::vector<MicroBatch> validation_batches(std::vector<Document> docs, const RunConfig& c,
-                                           int32_t pad_id, bool whole_documents) {
+std::vector<MicroBatch> validation_batches(std::shared_ptr<const DocumentSource> docs,
+                                           const RunConfig& c, int32_t pad_id, bool whole_documents) {
   std::vector<MicroBatch> out;
-  if (docs.empty()) return out;
+  if (docs->size() == 0) return out;
   DocumentLoader loader(std::move(docs), uint64_t(c.seed), false, c.data.packing, pad_id,
                         whole_documents);
   for (int64_t i = 0; i < c.train.eval_batches; ++i)
@@ -58,7 +58,7 @@ std::vector<MicroBatch> validation_batches(std::vector<Document> docs, const Run
 }
 
 struct TrainingData {
-  std::vector<Document> train, val;
+  std::shared_ptr<const DocumentSource> train, val;
   int32_t pad_id = 0;
   bool conversations = false;  // chat data: documents are never split (DocumentLoader)
 };
@@ -87,18 +87,20 @@ void check_tokenizer(const RunConfig& c, const TokenDataset& d) {
 // that says so.
 void drop_long_conversations(TrainingData& data, const RunConfig& c, bool rank0) {
   const int64_t seq_len = c.train.seq_len;
-  size_t longest = 0, dropped[2] = {0, 0}, total[2] = {data.train.size(), data.val.size()};
-  std::vector<Document>* splits[2] = {&data.train, &data.val};
+  size_t dropped[2] = {0, 0}, total[2] = {data.train->size(), data.val->size()};
+  int64_t longest = 0;
+  std::shared_ptr<const DocumentSource>* splits[2] = {&data.train, &data.val};
   for (int s = 0; s < 2; ++s) {
-    std::vector<Document>& docs = *splits[s];
-    for (const Document& d : docs) longest = std::max(longest, d.tokens.size());
-    const auto keep_end = std::remove_if(docs.begin(), docs.end(), [&](const Document& d) {
-      return int64_t(d.tokens.size()) > seq_len;
-    });
-    dropped[s] = size_t(docs.end() - keep_end);
-    docs.erase(keep_end, docs.end());
+    const DocumentSource& docs = **splits[s];
+    std::vector<uint64_t> keep;
+    for (size_t i = 0; i < docs.size(); ++i) {
+      longest = std::max(longest, docs.length(i));
+      if (docs.length(i) <= seq_len) keep.push_back(i);
+    }
+    dropped[s] = docs.size() - keep.size();
+    if (dropped[s] > 0) *splits[s] = std::make_shared<DocumentSubset>(*splits[s], std::move(keep));
   }
-  if (data.train.empty())
+  if (data.train->size() == 0)
     fail("{}: every training conversation is longer than train.seq_len={} tokens (the longest "
          "has {}); a conversation is never split mid-turn, so none is left to train on: raise "
          "train.seq_len", c.data.path, seq_len, longest);
@@ -114,12 +116,14 @@ void drop_long_conversations(TrainingData& data, const RunConfig& c, bool rank0)
 void check_targets_within_rows(const TrainingData& data, const RunConfig& c, bool rank0) {
   if (c.data.packing) return;
   size_t without = 0;
-  for (const Document& d : data.train) {
+  Document scratch;
+  for (size_t i = 0; i < data.train->size(); ++i) {
+    const Document& d = data.train->get(i, scratch);
     const size_t n = std::min<size_t>(d.targets.size(), size_t(c.train.seq_len));
     if (std::all_of(d.targets.begin(), d.targets.begin() + n, [](int32_t t) { return t == kIgnoreIndex; }))
       ++without;
   }
-  if (without == data.train.size())
+  if (without == data.train->size())
     fail("{}: with data.packing=false every document is cut to train.seq_len={} tokens, and no "
          "training document has a trained token within its first {}: raise train.seq_len, or "
          "use data.packing=true", c.data.path.empty() ? "the data" : c.data.path, c.train.seq_len,
@@ -127,23 +131,24 @@ void check_targets_within_rows(const TrainingData& data, const RunConfig& c, boo
   if (without > 0 && rank0)
     log::warn("{}: with data.packing=false every document is cut to train.seq_len={} tokens; {} "
               "of {} training documents have no trained token within it and add nothing",
-              c.data.path, c.train.seq_len, without, data.train.size());
+              c.data.path, c.train.seq_len, without, data.train->size());
 }
 
 // Generated text, or an HDF5 token dataset made by `temper prepare`.
 TrainingData load_training_data(const RunConfig& c, const ModelConfig& mc, bool rank0) {
   TrainingData out;
   if (c.data.source == "hdf5") {
-    TokenDataset d = read_token_dataset(c.data.path);
+    DatasetDocuments docs = open_token_dataset(c.data.path);
+    const TokenDataset& d = docs.meta;
     check_tokenizer(c, d);
     if (d.vocab_size > mc.vocab_size)
       fail("{}: the dataset's vocabulary ({} tokens) is larger than the model's ({}): it was made "
            "with another tokenizer", c.data.path, d.vocab_size, mc.vocab_size);
-    out.train = d.documents_of(false);
-    out.val = d.documents_of(true);
+    out.train = docs.train;
+    out.val = docs.val;
     out.pad_id = d.eos_id >= 0 ? int32_t(d.eos_id) : 0;
     out.conversations = is_conversation_format(d.source_format);
-    if (out.train.empty()) fail("{}: no training documents (every document is in the validation split)", c.data.path);
+    if (out.train->size() == 0) fail("{}: no training documents (every document is in the validation split)", c.data.path);
     if (out.conversations) drop_long_conversations(out, c, rank0);
     check_targets_within_rows(out, c, rank0);
     return out;
@@ -152,8 +157,8 @@ TrainingData load_training_data(const RunConfig& c, const ModelConfig& mc, bool 
     fail("data.source=synthetic produces byte tokens and EOS {}: needs model vocab_size >= {}, got {}",
          kSyntheticEos, kSyntheticMinVocab, mc.vocab_size);
   SyntheticText text = generate_synthetic_text(synthetic_options(c));
-  out.train = std::move(text.train);
-  out.val = std::move(text.val);
+  out.train = std::make_shared<InMemoryDocuments>(std::move(text.train));
+  out.val = std::make_shared<InMemoryDocuments>(std::move(text.val));
   out.pad_id = kSyntheticEos;
   return out;
 }
@@ -350,7 +355,7 @@ std::string describe_run_length(const RunConfig& config) {
     DocumentLoader loader(std::move(data.train), uint64_t(c.seed), true, c.data.packing,
                           data.pad_id, data.conversations);
     const RunLength n = run_length(c, loader.batches_per_epoch(c.train.micro_batch_size, c.train.seq_len),
-                                   1, !data.val.empty());
+                                   1, data.val->size() > 0);
     const std::string global =
         config.train.global_batch_size > 0
             ? fmt::format("{} sequences (train.global_batch_size; grad_accum = {} / ({} rows x dp ranks): "
@@ -388,7 +393,7 @@ std::unique_ptr<TrainingRun> build_training_run(const RunConfig& c, Placement& p
   run->train_data = std::make_unique<DocumentLoader>(std::move(data.train), uint64_t(c.seed), true,
                                                      c.data.packing, data.pad_id, data.conversations);
   run->length = run_length(c, run->train_data->batches_per_epoch(c.train.micro_batch_size, c.train.seq_len),
-                           place.dp_size(), !data.val.empty());
+                           place.dp_size(), data.val->size() > 0);
   if (run->length.eval_every > 0)
     run->val = validation_batches(std::move(data.val), c, data.pad_id, data.conversations);
   if (c.train.eval_every > 0 && run->val.empty() && place.is_rank0())

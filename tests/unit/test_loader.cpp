@@ -166,6 +166,50 @@ TEST(Loader, DataParallelRanksShareTheSingleProcessStream) {
   EXPECT_GE(single.position().epoch, 1u);  // the test crossed an epoch end
 }
 
+// An in-memory source that records which documents were read.
+class CountingSource final : public DocumentSource {
+ public:
+  explicit CountingSource(std::vector<Document> docs) : docs_(std::move(docs)) {}
+  size_t size() const override { return docs_.size(); }
+  int64_t length(size_t i) const override { return int64_t(docs_[i].tokens.size()); }
+  const Document& get(size_t i, Document&) const override {
+    read.insert(int32_t(i));
+    return docs_[i];
+  }
+  mutable std::set<int32_t> read;
+
+ private:
+  std::vector<Document> docs_;
+};
+
+// A data-parallel rank reads only the documents of its own micro-batches (the others' are
+// planned from lengths), and still gets the same batches as with every document in memory.
+// Padding mode (one document a row) keeps the shares disjoint; packed, a document split
+// over a batch end is read by both ranks that hold a piece.
+TEST(Loader, ARankReadsOnlyTheDocumentsOfItsShare) {
+  const auto docs = numbered_docs(40);
+  const int dp = 2;
+  std::set<int32_t> all;
+  for (int r = 0; r < dp; ++r) {
+    auto source = std::make_shared<CountingSource>(docs);
+    DocumentLoader lazy(source, 3, true, false, 999);
+    DocumentLoader whole(docs, 3, true, false, 999);
+    std::set<int32_t> in_batches;
+    for (int step = 0; step < 4; ++step) {
+      const auto mine = lazy.next_share(4, dp, r, 2, 6);
+      const auto ref = whole.next_share(4, dp, r, 2, 6);
+      ASSERT_EQ(mine.size(), ref.size());
+      for (size_t i = 0; i < mine.size(); ++i) {
+        EXPECT_TRUE(same_batch(mine[i], ref[i])) << "rank " << r << " step " << step;
+        for (int32_t d : docs_in(mine[i])) in_batches.insert(d);
+      }
+    }
+    EXPECT_EQ(source->read, in_batches) << "rank " << r << " read documents outside its share";
+    for (int32_t d : source->read) EXPECT_TRUE(all.insert(d).second) << "document " << d << " read by two ranks";
+  }
+  EXPECT_EQ(all.size(), 32u);  // 4 steps × 4 micro-batches × 2 rows, one document a row
+}
+
 // A position saved mid-epoch (inside a shuffled, packed stream) resumes exactly; a position
 // past the dataset's end is refused.
 TEST(Loader, SavedPositionResumesExactlyTheSameBatches) {
