@@ -230,11 +230,16 @@ TokenDataset read_shards(hid_t index, const std::string& path) {
   return all;
 }
 
+// A shard opened for reading documents: the file and its two token datasets.
+struct ShardFile {
+  h5::Id file, tokens, loss_mask;
+};
+
 // The documents of one split of a sharded dataset, read from the shards when asked for:
 // memory holds each document's shard, offsets and split, and one open file per shard.
 class ShardedDocuments final : public DocumentSource {
  public:
-  ShardedDocuments(std::shared_ptr<const ShardIndex> index, std::shared_ptr<std::vector<h5::Id>> files,
+  ShardedDocuments(std::shared_ptr<const ShardIndex> index, std::shared_ptr<std::vector<ShardFile>> files,
                    std::shared_ptr<const std::vector<std::vector<uint64_t>>> offsets,
                    std::vector<std::pair<uint32_t, uint64_t>> docs)
       : index_(std::move(index)), files_(std::move(files)), offsets_(std::move(offsets)),
@@ -266,18 +271,18 @@ class ShardedDocuments final : public DocumentSource {
  private:
   void read_range(uint32_t shard, const char* name, hid_t type, uint64_t first, uint64_t n,
                   void* out) const {
-    const hid_t file = (*files_)[shard].get();
-    Handle set{H5Dopen2(file, name, H5P_DEFAULT), H5Dclose};
-    Handle space{set.id >= 0 ? H5Dget_space(set.id) : -1, H5Sclose};
+    const ShardFile& f = (*files_)[shard];
+    const hid_t set = name == std::string_view("tokens") ? f.tokens.get() : f.loss_mask.get();
+    Handle space{H5Dget_space(set), H5Sclose};
     hsize_t start = first, count = n;
     Handle mem{H5Screate_simple(1, &count, nullptr), H5Sclose};
     if (space.id < 0 ||
         H5Sselect_hyperslab(space.id, H5S_SELECT_SET, &start, nullptr, &count, nullptr) < 0 ||
-        H5Dread(set.id, type, mem.id, space.id, H5P_DEFAULT, out) < 0)
+        H5Dread(set, type, mem.id, space.id, H5P_DEFAULT, out) < 0)
       fail("{}: cannot read {} [{}, {}) (damaged?)", index_->files[shard], name, first, first + n);
   }
   std::shared_ptr<const ShardIndex> index_;
-  std::shared_ptr<std::vector<h5::Id>> files_;
+  std::shared_ptr<std::vector<ShardFile>> files_;
   std::shared_ptr<const std::vector<std::vector<uint64_t>>> offsets_;
   std::vector<std::pair<uint32_t, uint64_t>> docs_;  // (shard, document in it)
 };
@@ -303,12 +308,13 @@ uint64_t dataset_length(hid_t file, const char* name, const std::string& path) {
 
 DatasetDocuments open_sharded(hid_t index_file, const std::string& path) {
   auto index = std::make_shared<const ShardIndex>(read_index(index_file, path));
-  auto files = std::make_shared<std::vector<h5::Id>>();
+  auto files = std::make_shared<std::vector<ShardFile>>();
   auto offsets = std::make_shared<std::vector<std::vector<uint64_t>>>();
   std::vector<std::pair<uint32_t, uint64_t>> split_docs[2];
   for (size_t i = 0; i < index->files.size(); ++i) {
-    files->push_back(open_shard(*index, i));
-    const hid_t file = files->back().get();
+    ShardFile f;
+    f.file = open_shard(*index, i);
+    const hid_t file = f.file.get();
     const std::string& shard = index->files[i];
     TokenDataset d;  // attributes and split
     read_attributes(file, shard, d);
@@ -325,6 +331,9 @@ DatasetDocuments open_sharded(hid_t index_file, const std::string& path) {
       if (d.split[k] > 1) fail("{}: split[{}] = {} (expected 0 train or 1 validation)", shard, k, d.split[k]);
       split_docs[d.split[k]].push_back({uint32_t(i), k});
     }
+    f.tokens = h5::Id(H5Dopen2(file, "tokens", H5P_DEFAULT));
+    f.loss_mask = h5::Id(H5Dopen2(file, "loss_mask", H5P_DEFAULT));
+    files->push_back(std::move(f));
   }
   DatasetDocuments out;
   out.meta = index->meta;
