@@ -1,7 +1,7 @@
 // Writes a token dataset (data/dataset.h) while it is produced, in bounded memory: each
 // document's tokens and loss mask are appended to chunked HDF5 datasets as they come, so
-// memory holds one buffer of tokens plus the documents' split flags (one byte each),
-// whatever the dataset's size.
+// memory holds one buffer of tokens whatever the dataset's size (finish() is given the
+// split, one byte per document).
 //
 // With shard_tokens > 0 the documents go into shards of about that many tokens (a document
 // never spans two): OUT's stem + "-00000.h5", "-00001.h5", ... beside OUT, each a complete

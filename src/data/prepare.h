@@ -52,7 +52,8 @@ struct PrepareStats {
 };
 
 // Reads options.inputs, writes options.out, streaming: memory holds the tokenizer, one
-// block of lines and one byte per document, whatever the input's size. Errors name
+// block of lines and, at the end, five bytes per document (the validation split and the
+// shuffle that picks it), whatever the input's size. Errors name
 // file:line and the reason. `progress` (optional) is called from the calling thread after
 // each block of lines.
 PrepareStats prepare_jsonl(const PrepareOptions& options,
