@@ -122,6 +122,9 @@ Subcommand add_prepare_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", o.seed, "seed of the train/validation split")->capture_default_str();
   cmd->add_flag("--skip-bad", o.skip_bad, "skip and count bad lines instead of stopping");
+  cmd->add_option("--max-line-bytes", o.max_line_bytes,
+                  "a longer line is a bad line, refused before it is read whole")
+      ->capture_default_str();
   cmd->add_option("--max-tokens", o.max_tokens,
                   "cut longer text documents to this many tokens, leave longer conversations out "
                   "(--synthetic: longest document)");

@@ -1,6 +1,8 @@
 #include "data/prepare.h"
 
 #include <algorithm>
+#include <array>
+#include <utility>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -66,7 +68,8 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& names) {
 
 }  // namespace
 
-InputLines::InputLines(std::vector<std::string> files) : files_(std::move(files)) {
+InputLines::InputLines(std::vector<std::string> files, uint64_t max_line_bytes)
+    : files_(std::move(files)), max_line_bytes_(max_line_bytes) {
   for (const std::string& f : files_) bytes_total_ += fs::file_size(f);
 }
 
@@ -78,17 +81,53 @@ bool InputLines::next(Line& line) {
       if (!in_) fail("{}: cannot open the input file", files_[file_]);
       line_no_ = 0;
     }
-    if (std::getline(in_, line.text)) {
+    if (read_line(line)) {
       line.file = file_;
       line.number = ++line_no_;
       ++lines_;
-      bytes_read_ += line.text.size() + 1;
+      bytes_read_ += 1;  // the newline
       if (line.number == 1 && line.text.starts_with("\xEF\xBB\xBF")) line.text.erase(0, 3);  // BOM
       return true;
     }
-    if (!in_.eof()) fail("{}: read error after line {}", files_[file_], line_no_);
+    if (in_.bad() || !in_.eof()) fail("{}: read error after line {}", files_[file_], line_no_);
     in_.close();
     ++file_;
+  }
+}
+
+// std::getline that stops at max_line_bytes_: a longer line comes back at once, empty,
+// with too_long set; its rest is skipped, unstored, only if reading goes on.
+bool InputLines::read_line(Line& line) {
+  line.text.clear();
+  line.too_long = false;
+  std::array<char, 1 << 16> buf;
+  bool any = false;
+  while (true) {
+    in_.get(buf.data(), std::streamsize(buf.size()), '\n');
+    const size_t got = size_t(in_.gcount());
+    any = any || got > 0;
+    bytes_read_ += got;
+    if (!skipping_ && line.text.size() + got > max_line_bytes_) {
+      line.text.clear();
+      line.too_long = skipping_ = true;
+      return true;
+    }
+    if (!skipping_) line.text.append(buf.data(), got);
+    if (in_.bad()) return false;
+    if (in_.eof()) {
+      const bool was_skipping = std::exchange(skipping_, false);
+      return any && !was_skipping;
+    }
+    if (in_.fail()) in_.clear();  // nothing extracted: the next character is the newline
+    if (in_.peek() == '\n') {
+      in_.ignore(1);
+      if (std::exchange(skipping_, false)) {  // the end of a too-long line: read the next
+        line.text.clear();
+        any = false;
+        continue;
+      }
+      return true;
+    }
   }
 }
 
@@ -176,7 +215,8 @@ PrepareStats prepare_jsonl(const PrepareOptions& o,
     fail("--val-fraction must be in [0, 1), got {}", o.val_fraction);
   if (o.max_tokens < 0) fail("--max-tokens must be positive, got {}", o.max_tokens);
   if (o.model.empty()) fail("prepare: --model (a Hugging Face model directory or .gguf) is required");
-  InputLines in(expand_inputs(o.inputs));
+  if (o.max_line_bytes <= 0) fail("--max-line-bytes must be positive, got {}", o.max_line_bytes);
+  InputLines in(expand_inputs(o.inputs), uint64_t(o.max_line_bytes));
   PrepareStats st;
   st.bytes_total = in.bytes_total();
   ModelTokenizer mt = load_model_tokenizer(o.model);
@@ -223,6 +263,12 @@ PrepareStats prepare_jsonl(const PrepareOptions& o,
       if (!in.next(line)) {
         eof = true;
         break;
+      }
+      if (line.too_long) {
+        ++st.lines;
+        bad_line(in.where(line), fmt::format("a line longer than {} bytes (--max-line-bytes raises the "
+                                             "limit)", o.max_line_bytes));
+        continue;
       }
       if (blank(line.text)) continue;
       if (!tokenizer) start_reading(line.text, in.where(line));

@@ -31,6 +31,7 @@ struct PrepareOptions {
   double val_fraction = 0.05;   // share of documents held out for validation
   uint64_t seed = 0;            // of the train/validation split
   bool skip_bad = false;        // skip and count bad lines instead of stopping at the first
+  int64_t max_line_bytes = int64_t(256) << 20;  // longer lines are bad lines, never read whole
   int64_t max_tokens = 0;       // > 0: longer text documents are cut to this many tokens;
                                 // longer conversations are left out (never cut mid-turn)
 };
@@ -63,11 +64,13 @@ PrepareStats prepare_jsonl(const PrepareOptions& options,
 // (a UTF-8 byte-order mark opening a file is dropped).
 class InputLines {
  public:
-  explicit InputLines(std::vector<std::string> files);
+  // A line longer than max_line_bytes is not kept: it comes back with too_long set.
+  InputLines(std::vector<std::string> files, uint64_t max_line_bytes);
   struct Line {
     std::string text;
     size_t file = 0;      // index into files()
     int64_t number = 0;   // 1-based, within its file
+    bool too_long = false;  // longer than max_line_bytes: text is empty
   };
   bool next(Line& line);  // false after the last line of the last file
   std::string where(const Line& line) const;  // "file:line"
@@ -78,7 +81,10 @@ class InputLines {
   int64_t lines() const { return lines_; }
 
  private:
+  bool read_line(Line& line);
   std::vector<std::string> files_;
+  uint64_t max_line_bytes_;
+  bool skipping_ = false;  // inside a too-long line
   std::ifstream in_;
   size_t file_ = 0;
   int64_t line_no_ = 0, lines_ = 0;

@@ -147,6 +147,42 @@ TEST(Prepare, BadLinesStopWithFileAndLineOrAreSkippedAndCounted) {
   EXPECT_NE(e.find("missing.jsonl"), std::string::npos) << e;
 }
 
+// A line longer than --max-line-bytes is a bad line named by file:line, refused before it
+// is read whole: a 10 GB line (a sparse file without a newline) fails at the default
+// 256 MiB limit; with --skip-bad a long line is counted and the next line still read.
+TEST(Prepare, ALineLongerThanTheLimitIsRefusedBeforeItIsReadWhole) {
+  const fs::path model = byte_model("prepare_long_model", false);
+  const fs::path dir = test::temp_dir("prepare_long");
+  const std::string jsonl = (dir / "long.jsonl").string();
+  std::ofstream(jsonl) << R"({"text": "short"})" << "\n{\"text\": \"" << std::string(3000, 'x')
+                       << "\"}\n" << R"({"text": "after"})" << "\n";
+  PrepareOptions o;
+  o.inputs = {jsonl};
+  o.model = model.string();
+  o.out = (dir / "out.h5").string();
+  o.val_fraction = 0;
+  o.max_line_bytes = 1000;
+  std::string e = error_of([&] { prepare_jsonl(o); });
+  EXPECT_NE(e.find(jsonl + ":2: a line longer than 1000 bytes (--max-line-bytes"), std::string::npos) << e;
+  o.skip_bad = true;
+  const PrepareStats st = prepare_jsonl(o);
+  EXPECT_EQ(st.bad_lines, 1);
+  EXPECT_EQ(st.documents, 2);
+  o.max_line_bytes = 4000;  // raised: the line is a document
+  EXPECT_EQ(prepare_jsonl(o).documents, 3);
+
+  const std::string huge = (dir / "huge.jsonl").string();
+  { std::ofstream(huge) << "{\"text\": \""; }
+  fs::resize_file(huge, uint64_t(10) << 30);  // 10 GiB of zero bytes, no newline, sparse
+  PrepareOptions h;
+  h.inputs = {huge};
+  h.model = model.string();
+  h.out = (dir / "huge.h5").string();
+  e = error_of([&] { prepare_jsonl(h); });
+  EXPECT_NE(e.find(huge + ":1: a line longer than 268435456 bytes"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(h.out));
+}
+
 TEST(Prepare, TextDocumentsEndWithEosAndStartWithBosWhenTheTokenizerAddsOne) {
   const fs::path dir = test::temp_dir("prepare_text");
   const std::string jsonl = (dir / "text.jsonl").string();
