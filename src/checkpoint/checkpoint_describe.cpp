@@ -36,7 +36,10 @@ TensorInfo tensor_info(const h5::File& f, const std::string& name) {
   h5::Id set(H5Dopen2(f.id.get(), name.c_str(), H5P_DEFAULT));
   if (!set.valid()) fail("{}: cannot open tensor '{}' (corrupt file?)", f.path, name);
   h5::Id type(H5Dget_type(set.get()));
-  return {name, h5::extent(set.get()), h5::dtype_of(type.get(), f.path + ": " + name)};
+  TensorInfo info{name, h5::extent(set.get(), f.path + ": " + name), h5::dtype_of(type.get(), f.path + ": " + name)};
+  if (info.shape.empty() || info.shape.size() > 2)
+    fail("{}: tensor '{}' has {} dimensions (a parameter has 1 or 2)", f.path, name, info.shape.size());
+  return info;
 }
 
 // Reads the whole tensor and records its checksum.

@@ -72,7 +72,7 @@ h5::Id open_tensor(const h5::File& f, const std::string& name, const std::vector
     fail("{}: tensor '{}' is missing ({})", f.path, name, kind);
   h5::Id set(H5Dopen2(f.id.get(), name.c_str(), H5P_DEFAULT));
   if (!set.valid()) fail("{}: cannot open tensor '{}' (corrupt file?)", f.path, name);
-  const std::vector<int64_t> dims = h5::extent(set.get());
+  const std::vector<int64_t> dims = h5::extent(set.get(), f.path + ": " + name);
   if (dims != full)
     fail("{}: tensor '{}' has shape [{}], the model expects [{}] (a checkpoint of another model?)",
          f.path, name, fmt::join(dims, ", "), fmt::join(full, ", "));
@@ -90,7 +90,7 @@ std::vector<uint8_t> read_tensor(const h5::File& f, hid_t set, const std::string
   if (!h5::has_attr(set, "checksum")) fail("{}: tensor '{}' has no checksum attribute", f.path, name);
   const uint64_t stored_sum = h5::read_u64_attr(set, "checksum", f.path + ": " + name);
   int64_t numel = 1;
-  for (int64_t d : h5::extent(set)) numel *= d;
+  for (int64_t d : h5::extent(set, f.path + ": " + name)) numel *= d;
   tally.add(name, checksum(s, raw.data(), es), uint64_t(s.count()), uint64_t(numel), stored_sum);
   return raw;
 }
@@ -277,7 +277,7 @@ RankState read_rank_state(const std::string& path, int world_rank, int dp_rank) 
     if (!h5::exists(f.id.get(), name))
       fail("{}: '{}' is missing (the checkpoint was written by fewer ranks?)", path, name);
     h5::Id set(H5Dopen2(f.id.get(), name.c_str(), H5P_DEFAULT));
-    const std::vector<int64_t> dims = h5::extent(set.get());
+    const std::vector<int64_t> dims = h5::extent(set.get(), path + ": " + name);
     if (dims.size() != 1) fail("{}: '{}' must be 1-D", path, name);
     std::vector<uint64_t> v(static_cast<size_t>(dims[0]));
     if (!v.empty() && H5Dread(set.get(), H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0)

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <fmt/ranges.h>
+
 #include "core/error.h"
 #include "core/log.h"
 
@@ -203,9 +205,18 @@ Id open_attr(hid_t obj, const char* name, const std::string& what) {
   return a;
 }
 
+// An attribute holds one value: a scalar, or an array of one (anything else would be read
+// past the single value's memory).
+void require_one_value(hid_t attr, const char* name, const std::string& what) {
+  Id space(H5Aget_space(attr));
+  const hssize_t n = space.valid() ? H5Sget_simple_extent_npoints(space.get()) : -1;
+  if (n != 1) fail("{}: attribute '{}' holds {} values, expected one", what, name, n);
+}
+
 template <typename T>
 T read_number(hid_t obj, const char* name, hid_t mem_type, H5T_class_t cls, const std::string& what) {
   Id a = open_attr(obj, name, what);
+  require_one_value(a.get(), name, what);
   Id type(H5Aget_type(a.get()));
   if (H5Tget_class(type.get()) != cls)
     fail("{}: attribute '{}' is not {}", what, name, cls == H5T_FLOAT ? "a float" : "an integer");
@@ -250,6 +261,7 @@ double read_double_attr(hid_t obj, const char* name, const std::string& what) {
 
 std::string read_string_attr(hid_t obj, const char* name, const std::string& what) {
   Id a = open_attr(obj, name, what);
+  require_one_value(a.get(), name, what);
   Id type(H5Aget_type(a.get()));
   if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) > 0)
     fail("{}: attribute '{}' is not a fixed-length string", what, name);
@@ -274,12 +286,23 @@ std::vector<std::string> attr_names(hid_t obj) {
   return names;
 }
 
-std::vector<int64_t> extent(hid_t dataset) {
+std::vector<int64_t> extent(hid_t dataset, const std::string& what) {
   Id space(H5Dget_space(dataset));
-  const int nd = H5Sget_simple_extent_ndims(space.get());
-  if (nd < 0) return {};
+  const int nd = space.valid() ? H5Sget_simple_extent_ndims(space.get()) : -1;
+  if (nd < 0) fail("{}: cannot read the dataset's shape (corrupt file?)", what);
   std::vector<hsize_t> dims(static_cast<size_t>(nd));
-  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  if (nd > 0 && H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr) < 0)
+    fail("{}: cannot read the dataset's shape (corrupt file?)", what);
+  Id type(H5Dget_type(dataset));
+  Id file(H5Iget_file_id(dataset));
+  hsize_t file_bytes = 0;
+  if (!type.valid() || !file.valid() || H5Fget_filesize(file.get(), &file_bytes) < 0)
+    fail("{}: cannot read the dataset's type (corrupt file?)", what);
+  long double bytes = H5Tget_size(type.get());
+  for (hsize_t d : dims) bytes *= d;
+  if (bytes > file_bytes)
+    fail("{}: declares [{}] elements of {} bytes, more than the whole file ({} bytes): damaged "
+         "or not written by temper", what, fmt::join(dims, ", "), H5Tget_size(type.get()), file_bytes);
   return std::vector<int64_t>(dims.begin(), dims.end());
 }
 

@@ -85,7 +85,9 @@ double read_double_attr(hid_t obj, const char* name, const std::string& what);
 std::string read_string_attr(hid_t obj, const char* name, const std::string& what);
 std::vector<std::string> attr_names(hid_t obj);
 
-// The extent of a dataset's dataspace.
-std::vector<int64_t> extent(hid_t dataset);
+// The extent of a dataset's dataspace, checked against its file: the data it declares
+// (elements times element size) must fit in the file's bytes, so a damaged or hostile file
+// cannot make a reader allocate more than the file holds. `what` names it in errors.
+std::vector<int64_t> extent(hid_t dataset, const std::string& what);
 
 }  // namespace temper::h5

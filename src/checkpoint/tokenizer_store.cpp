@@ -123,7 +123,7 @@ TokenizerCopy copy_model_tokenizer(const std::string& source, const fs::path& di
       fs::create_directories(dir);
       for (const std::string& name : h5::children(group.get(), out.from + ": /" + kGroup)) {
         h5::Id set(H5Dopen2(group.get(), name.c_str(), H5P_DEFAULT));
-        const std::vector<int64_t> n = h5::extent(set.get());
+        const std::vector<int64_t> n = h5::extent(set.get(), out.from + ": /" + kGroup + "/" + name);
         std::string bytes(n.empty() ? 0 : size_t(n[0]), '\0');
         if (!bytes.empty() &&
             H5Dread(set.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data()) < 0)

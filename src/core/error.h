@@ -9,7 +9,17 @@ namespace temper {
 
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
+  // A NUL byte in the message (quoted from a file or an argument) is written as \0, so
+  // what() shows the whole message rather than stopping there.
+  explicit Error(const std::string& what) : std::runtime_error(without_nul(what)) {}
+
+ private:
+  static std::string without_nul(const std::string& s) {
+    if (s.find('\0') == std::string::npos) return s;
+    std::string out;
+    for (const char c : s) out += c ? std::string(1, c) : std::string("\\0");
+    return out;
+  }
 };
 
 // Throws temper::Error with a formatted message.

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "checkpoint/h5.h"
 #include "core/error.h"
 #include "data/dataset_writer.h"
 #include "kernels/backend.h"
@@ -29,33 +30,14 @@ template <typename T>
 std::vector<T> read_1d(hid_t file, const char* name, hid_t type, const std::string& path) {
   Handle set{H5Dopen2(file, name, H5P_DEFAULT), H5Dclose};
   if (set.id < 0) fail("{}: dataset '{}' is missing", path, name);
-  Handle space{H5Dget_space(set.id), H5Sclose};
-  if (H5Sget_simple_extent_ndims(space.id) != 1) fail("{}: dataset '{}' must be 1-D", path, name);
-  hsize_t n = 0;
-  H5Sget_simple_extent_dims(space.id, &n, nullptr);
+  // h5::extent refuses a size the file cannot hold before anything is allocated.
+  const std::vector<int64_t> dims = h5::extent(set.id, fmt::format("{}: dataset '{}'", path, name));
+  if (dims.size() != 1) fail("{}: dataset '{}' must be 1-D", path, name);
+  const size_t n = size_t(dims[0]);
   std::vector<T> v(n);
   if (n && H5Dread(set.id, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0)
     fail("{}: cannot read dataset '{}' (truncated or corrupt file?)", path, name);
   return v;
-}
-
-int64_t read_int_attr(hid_t file, const char* name, const std::string& path) {
-  Handle a{H5Aopen(file, name, H5P_DEFAULT), H5Aclose};
-  int64_t v = 0;
-  if (a.id < 0 || H5Aread(a.id, H5T_NATIVE_INT64, &v) < 0)
-    fail("{}: attribute '{}' is missing or not an integer", path, name);
-  return v;
-}
-
-std::string read_string_attr(hid_t file, const char* name, const std::string& path) {
-  Handle a{H5Aopen(file, name, H5P_DEFAULT), H5Aclose};
-  if (a.id < 0) fail("{}: attribute '{}' is missing", path, name);
-  Handle type{H5Aget_type(a.id), H5Tclose};
-  if (H5Tget_class(type.id) != H5T_STRING) fail("{}: attribute '{}' is not a string", path, name);
-  std::string s(H5Tget_size(type.id), '\0');
-  if (H5Aread(a.id, type.id, s.data()) < 0) fail("{}: cannot read attribute '{}'", path, name);
-  s.resize(strnlen(s.data(), s.size()));
-  return s;
 }
 
 // A .jsonl / .json name, or a first non-blank character that opens a JSON object.
@@ -120,12 +102,12 @@ bool is_conversation_format(const std::string& f) {
 namespace {
 
 void read_attributes(hid_t file, const std::string& path, TokenDataset& d) {
-  d.vocab_size = read_int_attr(file, "vocab_size", path);
-  d.eos_id = read_int_attr(file, "eos_id", path);
-  d.tokenizer_fingerprint = read_string_attr(file, "tokenizer_fingerprint", path);
-  d.source_format = read_string_attr(file, "source_format", path);
-  d.chat_template = read_string_attr(file, "chat_template", path);
-  d.creator_version = read_string_attr(file, "creator_version", path);
+  d.vocab_size = h5::read_int_attr(file, "vocab_size", path);
+  d.eos_id = h5::read_int_attr(file, "eos_id", path);
+  d.tokenizer_fingerprint = h5::read_string_attr(file, "tokenizer_fingerprint", path);
+  d.source_format = h5::read_string_attr(file, "source_format", path);
+  d.chat_template = h5::read_string_attr(file, "chat_template", path);
+  d.creator_version = h5::read_string_attr(file, "creator_version", path);
 }
 
 // One dataset file (a whole dataset or one shard), validated.
@@ -168,7 +150,7 @@ struct ShardIndex {
 ShardIndex read_index(hid_t index, const std::string& path) {
   ShardIndex x;
   x.path = path;
-  const std::string names = read_string_attr(index, "shard_files", path);
+  const std::string names = h5::read_string_attr(index, "shard_files", path);
   for (size_t a = 0; a <= names.size();) {
     const size_t b = std::min(names.find('\n', a), names.size());
     x.files.push_back((std::filesystem::path(path).parent_path() / names.substr(a, b - a)).string());

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/limits.h"
 #include "data/chat_template.h"
 #include "data/model_tokenizer.h"
 
@@ -31,7 +32,7 @@ struct PrepareOptions {
   double val_fraction = 0.05;   // share of documents held out for validation
   uint64_t seed = 0;            // of the train/validation split
   bool skip_bad = false;        // skip and count bad lines instead of stopping at the first
-  int64_t max_line_bytes = int64_t(256) << 20;  // longer lines are bad lines, never read whole
+  int64_t max_line_bytes = limits::kDefaultMaxJsonlLineBytes;  // longer lines are bad lines, never read whole
   int64_t max_tokens = 0;       // > 0: longer text documents are cut to this many tokens;
                                 // longer conversations are left out (never cut mid-turn)
 };

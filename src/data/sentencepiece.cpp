@@ -1,6 +1,7 @@
 // SentencePiece BPE: the tokenizer.model reader (the few protobuf fields needed, read from
 // the wire format), the normalizer and the score-based merge loop of sentencepiece's
 // normalizer.cc / bpe_model.cc / sentencepiece_processor.cc.
+#include <charconv>
 #include <fmt/format.h>
 
 #include <bit>
@@ -299,8 +300,9 @@ std::shared_ptr<Tokenizer::Impl> make_sentencepiece(SpSpec spec, const std::stri
     } else if (p.type == kSpByte) {
       const std::string_view s = p.piece;
       const bool ok = s.size() == 6 && s.substr(0, 3) == "<0x" && s[5] == '>';
-      const int b = ok ? std::stoi(std::string(s.substr(3, 2)), nullptr, 16) : -1;
-      if (!ok || byte_token_name(uint8_t(b)) != s)
+      int b = -1;
+      if (ok) std::from_chars(s.data() + 3, s.data() + 5, b, 16);  // b stays -1 unless hex
+      if (b < 0 || byte_token_name(uint8_t(b)) != s)
         fail("{}[{}]: byte piece \"{}\" is not of the form <0xNN>", where, id, p.piece);
       m->byte_ids[b] = int32_t(id);
     }

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/limits.h"
 #include "data/tokenizer_impl.h"
 
 namespace temper {
@@ -74,14 +75,21 @@ std::string replacement_of(const json& p, const std::string& path) {
   return r;
 }
 
+// Ids index the token table: one past the largest is the vocabulary size, bounded.
+void check_token_id(int64_t id, const std::string& where) {
+  if (id >= limits::kMaxVocabSize)
+    fail("{}: id {} exceeds the vocabulary size limit of {} tokens", where, id, limits::kMaxVocabSize);
+}
+
 void load_model(Tokenizer::Impl& t, const json& model, std::string& fp) {
   const std::string type = type_of(model, "model");
   if (type != "BPE") fail("model.type: unsupported model type \"{}\" (only \"BPE\" is supported)", type);
   const json& vocab = field(model, "vocab", "model");
   if (!vocab.is_object()) fail("model.vocab: expected an object of token -> id");
   for (auto& [tok, idj] : vocab.items()) {
-    if (!idj.is_number_integer() || idj.get<int64_t>() < 0 || idj.get<int64_t>() > INT32_MAX)
+    if (!idj.is_number_integer() || idj.get<int64_t>() < 0)
       fail("model.vocab[\"{}\"]: expected a non-negative integer id", tok);
+    check_token_id(idj.get<int64_t>(), fmt::format("model.vocab[\"{}\"]", tok));
     const int32_t id = idj.get<int32_t>();
     t.vocab[tok] = id;
     t.set_token(id, tok);
@@ -277,8 +285,9 @@ void load_added(Tokenizer::Impl& t, const json& list, std::string& fp) {
     const json& a = list[i];
     AddedToken tok;
     const json& idj = field(a, "id", path);
-    if (!idj.is_number_integer() || idj.get<int64_t>() < 0 || idj.get<int64_t>() > INT32_MAX)
+    if (!idj.is_number_integer() || idj.get<int64_t>() < 0)
       fail("{}.id: expected a non-negative integer", path);
+    check_token_id(idj.get<int64_t>(), path + ".id");
     tok.id = idj.get<int32_t>();
     tok.content = str(field(a, "content", path), path + ".content");
     if (tok.content.empty()) fail("{}.content: empty", path);

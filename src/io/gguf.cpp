@@ -11,6 +11,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/limits.h"
 
 namespace temper {
 namespace {
@@ -103,6 +104,8 @@ struct Parser {
         if (depth >= kMaxArrayDepth) fail("arrays nested deeper than {}", kMaxArrayDepth);
         v.elem_type = value_type("array element type");
         const uint64_t n = size_field("array length");
+        if (n > limits::kMaxGgufArrayLength)
+          fail("array length {} exceeds the limit of {} entries", n, limits::kMaxGgufArrayLength);
         if (n > c.left() / min_value_bytes(v.elem_type, v1))
           fail("array length {} of {} runs past the end of the file ({} bytes left)", n,
                gguf_value_type_name(v.elem_type), c.left());
@@ -361,6 +364,7 @@ std::vector<float> dequantize(const GgufTensor& t) {
   if (n % ti->block_size || t.data.size() != blocks * uint64_t(ti->type_size))
     fail("{}: {} bytes do not match {} elements of type {}", where(), t.data.size(), n, ti->name);
   std::vector<float> out(size_t(n), 0.0f);
+  if (n == 0) return out;  // (an empty vector's data() may be null: no memcpy from it)
   const uint8_t* d = t.data.data();
   switch (GgmlType(t.type)) {
     case GgmlType::F32: std::memcpy(out.data(), d, size_t(n) * 4); break;

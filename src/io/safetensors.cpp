@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/limits.h"
 
 namespace temper {
 namespace {
@@ -85,7 +86,9 @@ SafetensorsFile read_safetensors(const std::string& path, bool with_data) {
     in.read(reinterpret_cast<char*>(len_bytes), 8);
     uint64_t header_len = 0;
     for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
-    if (header_len > 100'000'000 || 8 + header_len > file_size)
+    if (header_len > limits::kMaxSafetensorsHeaderBytes)
+      fail("header length {} exceeds the limit of {} bytes", header_len, limits::kMaxSafetensorsHeaderBytes);
+    if (8 + header_len > file_size)
       fail("header length {} does not fit in the file ({} bytes)", header_len, file_size);
     std::string header(header_len, '\0');
     in.read(header.data(), std::streamsize(header_len));

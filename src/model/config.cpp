@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/limits.h"
 
 namespace temper {
 
@@ -19,6 +20,16 @@ void ModelConfig::finalize() {
   positive(intermediate_size, "intermediate_size");
   positive(num_hidden_layers, "num_hidden_layers");
   positive(num_attention_heads, "num_attention_heads");
+  // Bounds before anything is sized from them (core/limits.h).
+  auto bounded = [](int64_t v, const char* name, int64_t limit) {
+    if (v > limit) fail("model config: {} {} exceeds the limit {}", name, v, limit);
+  };
+  bounded(vocab_size, "vocab_size", limits::kMaxVocabSize);
+  for (auto [v, name] : {std::pair{hidden_size, "hidden_size"}, {intermediate_size, "intermediate_size"},
+                         {num_hidden_layers, "num_hidden_layers"}, {num_attention_heads, "num_attention_heads"},
+                         {num_key_value_heads, "num_key_value_heads"}, {head_dim, "head_dim"},
+                         {max_position_embeddings, "max_position_embeddings"}})
+    bounded(v, name, limits::kMaxModelDim);
   if (num_key_value_heads == 0) num_key_value_heads = num_attention_heads;
   if (head_dim == 0) {
     if (hidden_size % num_attention_heads)
@@ -38,6 +49,12 @@ void ModelConfig::finalize() {
     fail("model config: rope_scaling.rope_type '{}' is not supported (expected llama3)",
          rope_scaling.rope_type);
   if (sliding_window < 0) fail("model config: sliding_window must be >= 0");
+  // The weight matrices' sizes, in double: int64 products of such dimensions could overflow.
+  const double C = double(hidden_size), F = double(intermediate_size), L = double(num_hidden_layers);
+  const double q = double(num_attention_heads) * double(head_dim), kv = double(num_key_value_heads) * double(head_dim);
+  const double parameters = L * (2 * C * q + 2 * C * kv + 3 * C * F) + 2 * double(vocab_size) * C;
+  if (parameters > double(limits::kMaxModelParameters))
+    fail("model config: {:.3g} parameters exceed the limit {}", parameters, limits::kMaxModelParameters);
 }
 
 int64_t ModelConfig::num_non_embedding_parameters() const {

@@ -226,6 +226,19 @@ TEST(Gguf, GettersNameTheKey) {
   EXPECT_DOUBLE_EQ(f.get_float("general.alignment"), 32.0);
 }
 
+// Found by tests/fuzz/fuzz_gguf.cpp (regression input regression-empty-f32-tensor): a
+// tensor with a zero dimension made dequantize memcpy from a null pointer (UBSan).
+TEST(Gguf, AnEmptyTensorDequantizesToNoValues) {
+  for (const GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::Q8_0}) {
+    GgufTensor t;
+    t.name = "empty";
+    t.ne = {32, 0};
+    t.shape = {0, 32};
+    t.type = uint32_t(type);
+    EXPECT_TRUE(dequantize(t).empty());
+  }
+}
+
 TEST(Gguf, DecodesHandMadeBlocks) {
   GgufTensor t;
   t.name = "q";

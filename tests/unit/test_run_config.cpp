@@ -26,6 +26,15 @@ std::string write_file(const std::filesystem::path& path, const std::string& tex
   return path.string();
 }
 
+// Found by tests/fuzz/fuzz_run_config.cpp (regression input regression-nul-in-override-key):
+// an override whose key held a NUL byte gave a message cut short at it (what() is a C
+// string), losing where the error came from; temper::Error writes NUL as \0.
+TEST(RunConfig, AnOverrideKeyWithANulByteIsNamedWhole) {
+  const std::string message = error_of([] { from_text("", {std::string("train.s\0teps=3", 14)}); });
+  EXPECT_NE(message.find("train.s\\0teps"), std::string::npos) << message;
+  EXPECT_NE(message.find("on the command line"), std::string::npos) << message;
+}
+
 TEST(RunConfig, DefaultsLoadFromEmptyFile) {
   const auto dir = test::temp_dir("run_config_defaults");
   const RunConfig c = load_run_config(write_file(dir / "empty.yaml", ""));

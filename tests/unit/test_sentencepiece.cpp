@@ -83,6 +83,20 @@ void expect_error(Fn&& fn, std::vector<std::string> parts) {
   }
 }
 
+// Found by tests/fuzz/fuzz_sentencepiece.cpp (regression input in its corpus,
+// regression-byte-piece-not-hex): a byte piece "<0xzz>" threw std::invalid_argument from
+// std::stoi instead of an error naming the piece.
+TEST(SentencePiece, ABytePieceThatIsNotHexIsAnErrorNamingIt) {
+  for (const std::string bad : {"<0xzz>", "<0x-1>", "<0x 1>", "<0x1G>"}) {
+    Proto m;
+    m.msg(1, Proto().str(1, "<unk>").f32(2, 0).num(3, UNKNOWN));
+    m.msg(1, Proto().str(1, bad).f32(2, 0).num(3, BYTE));
+    m.msg(2, Proto().num(3, 2));
+    expect_error([&] { Tokenizer::from_sentencepiece_string(m.b, "bad.model"); },
+                 {"bad.model", bad, "is not of the form <0xNN>"});
+  }
+}
+
 TEST(SentencePiece, ScoreOrderUnusedUserDefinedAndByteFallback) {
   Tokenizer t = Tokenizer::from_sentencepiece_string(tiny_model(), "tiny.model");
   EXPECT_EQ(t.model_kind(), "sentencepiece");
