@@ -7,6 +7,7 @@ packages=(
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
   libopenblas-dev libopenblas-openmp-dev libfmt-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libpcre2-dev
   libgtest-dev
+  clang libclang-rt-14-dev libomp-14-dev  # the asan preset: sanitizers and libFuzzer (make test-fuzz, test-asan)
   iproute2 util-linux                  # the two-node test over network namespaces
   slurm-wlm munge libpmix-dev          # the slurm label's one-machine cluster (libpmix.so: srun --mpi=pmix)
   python3 python3-numpy python3-torch python3-h5py python3-venv  # the reference implementation for the tests
