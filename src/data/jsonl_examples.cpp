@@ -13,10 +13,10 @@ json parse_object(std::string_view line) {
   json j;
   try {
     j = json::parse(line);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large
     const std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ..."
-    const size_t at = what.find("parse error");
-    fail("invalid JSON: {}", at == std::string::npos ? what : what.substr(at));
+    const size_t at = what.find("] ");
+    fail("invalid JSON: {}", at == std::string::npos ? what : what.substr(at + 2));
   }
   if (!j.is_object()) fail("expected a JSON object, got {}", j.type_name());
   return j;

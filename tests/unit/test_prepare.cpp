@@ -52,6 +52,18 @@ fs::path byte_model(const std::string& name, bool add_bos) {
 
 using test::error_of;
 
+// Found by tests/fuzz/fuzz_jsonl.cpp (regression input regression-number-overflow): a
+// number too large for a double made nlohmann::json throw out_of_range, which escaped as
+// an exception that was not a temper::Error (only parse errors were caught).
+TEST(JsonlExamples, ANumberTooLargeIsInvalidJsonNotACrash) {
+  const std::string line = "555000000000000000000000006116787900000000000000e55000000000146116";
+  for (const std::string& text : {line, R"({"text": )" + line + "}"}) {
+    const std::string e = error_of([&] { guess_jsonl_format(text); });
+    EXPECT_NE(e.find("invalid JSON: number overflow"), std::string::npos) << e;
+    EXPECT_NE(error_of([&] { parse_example(text, JsonlFormat::Text); }).find("invalid JSON"), std::string::npos);
+  }
+}
+
 TEST(JsonlExamples, EveryKindOfBadLineHasAReason) {
   struct Case {
     JsonlFormat format;
