@@ -64,10 +64,14 @@ test-fuzz: configure-asan
 	cmake --build $(ASAN_BUILD) -j $(JOBS) --target temper_fuzz_targets
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -L fuzz
 
-# The unit, mpi and e2e labels under ASan + UBSan: any report fails its test.
+# The unit, mpi and e2e labels under ASan + UBSan: any report fails its test. Leak checking
+# is on for unit and e2e; the mpi label runs without it, since Open MPI's components leak
+# from their initialisation in code LeakSanitizer cannot name (docs/reliability.md).
 test-asan: configure-asan
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
-	export $(SANITIZER_ENV); $(call ctest_guarded_in,$(ASAN_BUILD),-j $(JOBS) --timeout 900 -L "unit|mpi|e2e")
+	export $(SANITIZER_ENV); $(call ctest_guarded_in,$(ASAN_BUILD),-j $(JOBS) --timeout 900 -L "unit|e2e")
+	export $(SANITIZER_ENV) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1; \
+	  $(call ctest_guarded_in,$(ASAN_BUILD),-j $(JOBS) --timeout 900 -L mpi)
 
 clean:
 	rm -rf $(BUILD)

@@ -11,23 +11,12 @@
 #include "kernels/backend.h"
 #include "model/transformer.h"
 #include "optim/adamw.h"
+#include "seed_files.h"
 
 using namespace temper;
 namespace fs = std::filesystem;
 
 namespace {
-
-ModelConfig tiny_model() {
-  ModelConfig c;
-  c.vocab_size = 16;
-  c.hidden_size = 8;
-  c.intermediate_size = 12;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.max_position_embeddings = 16;
-  return c;
-}
 
 Backend& cpu() {
   static const std::unique_ptr<Backend> backend = make_backend("cpu");
@@ -39,17 +28,8 @@ const fs::path& seeds() {
   static const fs::path dir = [] {
     const fs::path d = fuzz::scratch_dir() + "/seeds";
     fs::create_directories(d);
-    Transformer model(tiny_model(), cpu(), DType::F32);
-    model.init_weights(7);
-    AdamW optimizer(model.params(), cpu(), AdamWConfig{});
-    CheckpointMeta meta;
-    meta.step = 3;
-    meta.config_yaml = "train:\n  steps: 10\n";
-    RankState state;
-    state.rng = {1, 2, 3};
-    state.data = {0, 3};
-    write_checkpoint((d / "model.h5").string(), meta, model, nullptr, state);
-    write_checkpoint((d / "adamw.h5").string(), meta, model, &optimizer, state);
+    fuzz::write_seed_checkpoint((d / "model.h5").string(), false);
+    fuzz::write_seed_checkpoint((d / "adamw.h5").string(), true);
     return d;
   }();
   return dir;
@@ -60,7 +40,7 @@ void read_everything(const std::string& path) {
   fuzz::parses(path, [&] { describe_checkpoint(path, /*verify=*/true); });
   fuzz::parses(path, [&] { read_rank_state(path, 0, 0); });
   // One model and optimizer for every input (a load overwrites what it sets).
-  static Transformer model(tiny_model(), cpu(), DType::F32);
+  static Transformer model(fuzz::seed_model_config(), cpu(), DType::F32);
   static AdamW optimizer(model.params(), cpu(), AdamWConfig{});
   fuzz::parses(path, [&] { load_checkpoint(path, model, &optimizer); });
 }

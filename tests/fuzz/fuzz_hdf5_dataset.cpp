@@ -9,6 +9,7 @@
 #include "data/loader.h"
 #include "fuzz_input.h"
 #include "h5_edits.h"
+#include "seed_files.h"
 
 using namespace temper;
 namespace fs = std::filesystem;
@@ -26,28 +27,14 @@ void read_everything(const std::string& path) {
   });
 }
 
-TokenDataset seed(bool chat) {
-  TokenDataset d;
-  d.vocab_size = 32;
-  d.eos_id = 2;
-  d.tokenizer_fingerprint = "0123456789abcdef";
-  d.source_format = chat ? "chat" : "text";
-  d.chat_template = chat ? "chatml" : "";
-  d.creator_version = "fuzz";
-  d.add({5, 6, 7, 2}, {chat ? uint8_t(0) : uint8_t(1), 1, 1, 1}, false);
-  d.add({8, 9, 2}, {1, 1, 1}, true);
-  d.add({10, 11, 12, 13, 2}, {0, 0, 1, 1, 1}, false);
-  return d;
-}
-
 // The seed files, written once: seeds/{text,chat}.h5 and seeds/sharded/ (index + shards).
 const fs::path& seeds() {
   static const fs::path dir = [] {
     const fs::path d = fuzz::scratch_dir() + "/seeds";
     fs::create_directories(d / "sharded");
-    write_token_dataset((d / "text.h5").string(), seed(false));
-    write_token_dataset((d / "chat.h5").string(), seed(true));
-    write_token_dataset((d / "sharded" / "data.h5").string(), seed(false), /*shard_tokens=*/4);
+    write_token_dataset((d / "text.h5").string(), fuzz::seed_dataset(false));
+    write_token_dataset((d / "chat.h5").string(), fuzz::seed_dataset(true));
+    write_token_dataset((d / "sharded" / "data.h5").string(), fuzz::seed_dataset(false), /*shard_tokens=*/4);
     return d;
   }();
   return dir;

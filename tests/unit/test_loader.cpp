@@ -21,7 +21,7 @@ std::vector<Document> random_docs(const std::vector<int>& lengths, int32_t vocab
   Rng rng(rng_stream(seed, RngPurpose::Test, 3));
   std::vector<Document> docs;
   for (size_t d = 0; d < lengths.size(); ++d) {
-    std::vector<int32_t> t(size_t(lengths[d]));
+    std::vector<int32_t> t(static_cast<size_t>(lengths[d]));
     for (auto& x : t) x = int32_t(rng.below(uint64_t(vocab)));
     t[0] = int32_t(d);
     docs.push_back(causal_document(t));

@@ -162,6 +162,23 @@ TEST(ResourceBounds, AModelConfigOverTheParameterLimitIsRefused) {
                  {"big/config.json", "parameters exceed the limit 4398046511104"});
 }
 
+ModelConfig small_model_config() {
+  ModelConfig c;
+  c.vocab_size = 16, c.hidden_size = 8, c.intermediate_size = 12, c.num_hidden_layers = 1;
+  c.num_attention_heads = 2, c.num_key_value_heads = 1, c.max_position_embeddings = 16;
+  return c;
+}
+
+// dir/ckpt.h5: a model-only checkpoint of small_model_config().
+std::string write_small_checkpoint(const fs::path& dir) {
+  auto cpu = make_backend("cpu");
+  Transformer model(small_model_config(), *cpu, DType::F32);
+  model.init_weights(1);
+  const std::string path = (dir / "ckpt.h5").string();
+  write_checkpoint(path, CheckpointMeta{}, model, nullptr, RankState{});
+  return path;
+}
+
 // Replaces dataset `name` of an HDF5 file by a chunked one of `dims` elements that declares
 // its size but stores nothing (HDF5 allocates chunks only when written).
 void replace_with_unwritten_dataset(const std::string& path, const std::string& name, hid_t type,
@@ -191,19 +208,12 @@ TEST(ResourceBounds, ATokenDatasetDeclaring2To60BytesIsRefused) {
 }
 
 TEST(ResourceBounds, ACheckpointTensorDeclaring2To60BytesIsRefused) {
-  const auto dir = test::temp_dir("bounds_checkpoint");
-  ModelConfig c;
-  c.vocab_size = 16, c.hidden_size = 8, c.intermediate_size = 12, c.num_hidden_layers = 1;
-  c.num_attention_heads = 2, c.num_key_value_heads = 1, c.max_position_embeddings = 16;
-  auto cpu = make_backend("cpu");
-  Transformer model(c, *cpu, DType::F32);
-  model.init_weights(1);
-  const std::string path = (dir / "ckpt.h5").string();
-  write_checkpoint(path, CheckpointMeta{}, model, nullptr, RankState{});
+  const std::string path = write_small_checkpoint(test::temp_dir("bounds_checkpoint"));
   const std::string name = "model/model.norm.weight";
   replace_with_unwritten_dataset(path, name, H5T_NATIVE_FLOAT, {hsize_t(1) << 29, hsize_t(1) << 29});
   expect_refused([&] { describe_checkpoint(path, /*verify=*/true); }, {path, "model.norm.weight", "more than the whole file"});
-  Transformer other(c, *cpu, DType::F32);
+  auto cpu = make_backend("cpu");
+  Transformer other(small_model_config(), *cpu, DType::F32);
   expect_refused([&] { load_checkpoint(path, other, nullptr); }, {path, "model.norm.weight", "more than the whole file"});
 }
 
@@ -233,15 +243,7 @@ TEST(Dataset, AnAttributeOfFourValuesIsAnErrorNotAnOverflow) {
 // `describe --verify` took the last dimension of a scalar dataset (UBSan: back() of an
 // empty vector).
 TEST(Checkpoint, DescribeRefusesATensorWithNoDimensions) {
-  const auto dir = test::temp_dir("fuzz_regression_scalar");
-  ModelConfig c;
-  c.vocab_size = 16, c.hidden_size = 8, c.intermediate_size = 12, c.num_hidden_layers = 1;
-  c.num_attention_heads = 2, c.num_key_value_heads = 1, c.max_position_embeddings = 16;
-  auto cpu = make_backend("cpu");
-  Transformer model(c, *cpu, DType::F32);
-  model.init_weights(1);
-  const std::string path = (dir / "ckpt.h5").string();
-  write_checkpoint(path, CheckpointMeta{}, model, nullptr, RankState{});
+  const std::string path = write_small_checkpoint(test::temp_dir("fuzz_regression_scalar"));
   const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
   ASSERT_GE(file, 0);
   H5Ldelete(file, "model/model.norm.weight", H5P_DEFAULT);
