@@ -239,7 +239,11 @@ cmd_run() {
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     args+=(-x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM)
   fi
-  [ -n "${TEMPER_LOG:-}" ] && args+=(-x TEMPER_LOG)
+  # Settings the ranks need from the caller's environment: the log level, and the
+  # sanitizers' options in a sanitizer build (make test-asan).
+  for var in TEMPER_LOG ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
+    [ -n "${!var:-}" ] && args+=(-x "$var")
+  done
   in_node node-a mpirun "${args[@]}" "${extra[@]}" "$@"
 }
 
