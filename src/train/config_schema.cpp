@@ -49,6 +49,9 @@ std::string_view last_component(std::string_view key) {
 std::optional<std::string> closest_config_key(const std::string& key) {
   // A candidate is close when the whole dotted key is within a few edits, or when the
   // last components are (a key put in the wrong section, or given without one).
+  // Edit distances cost len(key) x len(candidate) for each of the schema's keys: a key far
+  // longer than any real one (a hostile file) gets no suggestion rather than that work.
+  if (key.size() > 128) return std::nullopt;
   const std::string_view last = last_component(key);
   const size_t full_limit = std::max<size_t>(2, key.size() / 4);
   const size_t last_limit = std::max<size_t>(1, (last.size() + 1) / 3);
@@ -155,11 +158,13 @@ bool is_config_section(const std::string& key) {
 
 std::string describe_valid_keys_near(const std::string& key) {
   // The deepest section that prefixes `key`: "model.rope_scaling.x" -> "model.rope_scaling".
-  std::string section = key;
-  while (!section.empty() && !is_config_section(section)) {
-    size_t dot = section.rfind('.');
-    section = dot == std::string::npos ? "" : section.substr(0, dot);
-  }
+  // Sections are the dotted prefixes of schema keys; one pass over them, whatever the length
+  // of `key` (stripping its components one by one took time quadratic in its dots).
+  std::string section;
+  for (const auto& info : run_config_schema())
+    for (size_t dot = info.key.find('.'); dot != std::string::npos; dot = info.key.find('.', dot + 1))
+      if (dot > section.size() && key.size() > dot && key[dot] == '.' && key.compare(0, dot, info.key, 0, dot) == 0)
+        section = info.key.substr(0, dot);
   const std::string prefix = section.empty() ? "" : section + ".";
   std::vector<std::string> names;
   std::set<std::string> seen;

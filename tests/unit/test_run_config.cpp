@@ -35,6 +35,19 @@ TEST(RunConfig, AnOverrideKeyWithANulByteIsNamedWhole) {
   EXPECT_NE(message.find("on the command line"), std::string::npos) << message;
 }
 
+// Found by tests/fuzz/fuzz_run_config.cpp's long run (slow inputs): suggestions for an
+// unknown key took time growing with its length (edit distances to every schema key) and
+// with the square of its dots (sections stripped one by one). A 1 MB key of dots now gets
+// its error at once (quadratic before: hours for this key; the test timeout would stop it).
+TEST(RunConfig, AHugeUnknownKeyIsRefusedWithoutSearchingForSuggestions) {
+  const std::string dots(1 << 20, '.'), key = "train" + dots + "x";
+  const std::string from_override = error_of([&] { from_text("", {key + "=1"}); });
+  EXPECT_NE(from_override.find("unknown config key"), std::string::npos) << from_override.substr(0, 200);
+  EXPECT_NE(from_override.find("valid keys under 'train'"), std::string::npos) << from_override.substr(0, 200);
+  const std::string from_file = error_of([&] { from_text("train:\n  ? s" + std::string(1 << 20, 'x') + "\n  : 1\n"); });
+  EXPECT_NE(from_file.find("unknown config key"), std::string::npos) << from_file.substr(0, 200);
+}
+
 TEST(RunConfig, DefaultsLoadFromEmptyFile) {
   const auto dir = test::temp_dir("run_config_defaults");
   const RunConfig c = load_run_config(write_file(dir / "empty.yaml", ""));
