@@ -6,7 +6,7 @@ CMAKE_ARGS ?=
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
 .PHONY: all deps configure build demo test test-unit test-reference test-e2e test-mpi test-gpu \
-  configure-asan test-fuzz test-asan clean
+  configure-asan test-fuzz test-asan test-asan-unit clean
 
 all: build
 
@@ -63,6 +63,11 @@ configure-asan: configure
 test-fuzz: configure-asan
 	cmake --build $(ASAN_BUILD) -j $(JOBS) --target temper_fuzz_targets
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -L fuzz
+
+# The unit label alone under ASan + UBSan + LeakSanitizer (what CI runs of test-asan).
+test-asan-unit: configure-asan
+	cmake --build $(ASAN_BUILD) -j $(JOBS) --target temper_unit_tests
+	export $(SANITIZER_ENV); $(call ctest_guarded_in,$(ASAN_BUILD),-j $(JOBS) --timeout 900 -L unit)
 
 # The unit, mpi and e2e labels under ASan + UBSan: any report fails its test. Leak checking
 # is on for unit and e2e; the mpi label runs without it, since Open MPI's components leak
