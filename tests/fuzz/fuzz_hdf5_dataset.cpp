@@ -43,11 +43,7 @@ const fs::path& seeds() {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  if (fuzz::is_hdf5_file(data, size)) {
-    const fuzz::MemoryFile file(data, size);
-    read_everything(file.path());
-    return 0;
-  }
+  if (fuzz::read_as_hdf5_file(data, size, read_everything)) return 0;
   FuzzedDataProvider in(data, size);
   const fs::path work = fuzz::scratch_dir() + "/work";
   fs::remove_all(work);
