@@ -31,11 +31,7 @@ MemoryFile::~MemoryFile() { ::close(fd_); }
 
 namespace {
 std::string make_scratch_dir() {
-  // Under TEMPER_FUZZ_SCRATCH when set (run-fuzz.sh: its work dir, removed when the run
-  // ends, since libFuzzer may end the process without running atexit handlers).
-  const char* parent = std::getenv("TEMPER_FUZZ_SCRATCH");
-  std::string templ = std::string(parent && *parent ? parent : "/dev/shm") + "/temper-fuzz-XXXXXX";
-  if (parent && *parent) std::filesystem::create_directories(parent);
+  std::string templ = "/dev/shm/temper-fuzz-XXXXXX";
   if (!mkdtemp(templ.data())) {
     std::perror("mkdtemp");
     std::abort();

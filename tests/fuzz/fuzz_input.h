@@ -31,8 +31,7 @@ class MemoryFile {
   std::string path_;
 };
 
-// A directory of this process for readers of directories: under $TEMPER_FUZZ_SCRATCH, else
-// /dev/shm; removed at exit when the process exits normally.
+// A directory of this process (under /dev/shm, removed at exit) for readers of directories.
 const std::string& scratch_dir();
 // Replaces scratch_dir()/name with `bytes`.
 std::string write_scratch_file(const std::string& name, std::string_view bytes);

@@ -12,11 +12,9 @@ shift 4
 rm -rf "$work/artifacts"
 mkdir -p "$work/corpus" "$work/artifacts"
 export HDF5_USE_FILE_LOCKING=FALSE
-export TEMPER_FUZZ_SCRATCH="$work/scratch"  # the targets' files, removed below
 "$bin" -runs="$runs" -rss_limit_mb=4096 -malloc_limit_mb=2048 -timeout=20 -print_final_stats=1 \
   -artifact_prefix="$work/artifacts/" "$@" "$work/corpus" "$seeds" >"$work/fuzz.log" 2>&1
 rc=$?
-rm -rf "$TEMPER_FUZZ_SCRATCH"
 grep -v '^"' "$work/fuzz.log" | tail -n 200  # (without libFuzzer's dictionary lines)
 for f in "$work"/artifacts/*; do
   [ -e "$f" ] || continue
