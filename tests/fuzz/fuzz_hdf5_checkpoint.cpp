@@ -51,8 +51,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (fuzz::read_as_hdf5_file(data, size, read_everything)) return 0;
   FuzzedDataProvider in(data, size);
   const fs::path path = fuzz::scratch_dir() + "/checkpoint.h5";
-  fs::remove(path);
-  fs::copy_file(seeds() / (in.ConsumeBool() ? "adamw.h5" : "model.h5"), path);
+  fuzz::copy_file(seeds() / (in.ConsumeBool() ? "adamw.h5" : "model.h5"), path);
   fuzz::apply_h5_edits(path.string(), in);
   read_everything(path.string());
   return 0;

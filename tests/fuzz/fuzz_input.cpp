@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -18,6 +19,7 @@ MemoryFile::MemoryFile(const uint8_t* data, size_t size) {
   }
   for (size_t done = 0; done < size;) {
     const ssize_t n = ::write(fd_, data + done, size - done);
+    if (n < 0 && errno == EINTR) continue;  // libFuzzer's -timeout alarm
     if (n <= 0) {
       std::perror("write to memfd");
       std::abort();
@@ -56,6 +58,16 @@ std::string write_scratch_file(const std::string& name, std::string_view bytes) 
     std::abort();
   }
   return path;
+}
+
+void copy_file(const std::string& from, const std::string& to) {
+  std::ifstream in(from, std::ios::binary);
+  std::ofstream out(to, std::ios::binary | std::ios::trunc);
+  out << in.rdbuf();
+  if (!in || !out) {
+    std::fprintf(stderr, "cannot copy %s to %s\n", from.c_str(), to.c_str());
+    std::abort();
+  }
 }
 
 std::pair<std::string_view, std::string_view> split_once(std::string_view in, char separator) {

@@ -35,6 +35,9 @@ class MemoryFile {
 const std::string& scratch_dir();
 // Replaces scratch_dir()/name with `bytes`.
 std::string write_scratch_file(const std::string& name, std::string_view bytes);
+// Copies `from` over `to`. Unlike std::filesystem::copy_file (sendfile), which fails when
+// libFuzzer's -timeout alarm (SIGALRM) interrupts it, the stream copy retries.
+void copy_file(const std::string& from, const std::string& to);
 
 // Splits the input at the first `separator`: {before, after}; no separator: {all, ""}.
 std::pair<std::string_view, std::string_view> split_once(std::string_view in, char separator);
