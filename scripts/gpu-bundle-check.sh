@@ -92,7 +92,7 @@ verdict() {  # NAME EXPECT(0|nonzero) PATTERN...: the exit code; every pattern i
 grep -q '^VISIBLE' "$W/visible.txt" && fail=1
 verdict control nonzero 'error while loading shared libraries'
 verdict version 0 '^temper [0-9]'
-verdict train 0 'step +3/3' 'done: final loss'
+verdict train 0 'step +3/3' 'done: steps'
 verdict gpu_tests 0 '^\[  (PASSED|SKIPPED|FAILED) +\] [0-9]+ test'
-verdict mpirun 0 'grid: dp=2' 'step +3/3' 'done: final loss'
+verdict mpirun 0 'grid: dp=2' 'step +3/3' 'done: steps'
 exit $fail

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 
+#include "cli/eval_command.h"
 #include "cli/generate_command.h"
 #include "cli/prepare_command.h"
 #include "train/bench.h"
@@ -54,6 +55,8 @@ int main(int argc, char** argv) {
 
   const temper::Subcommand prepare = temper::add_prepare_command(app);
   const temper::Subcommand generate = temper::add_generate_command(app);
+  const temper::Subcommand eval = temper::add_eval_command(app);
+  const temper::Subcommand report = temper::add_report_command(app);
 
   temper::add_checkpoint_commands(app);  // inspect, convert, export
   CLI11_PARSE(app, argc, argv);
@@ -78,6 +81,10 @@ int main(int argc, char** argv) {
       prepare.run();
     } else if (generate.app->parsed()) {
       generate.run();
+    } else if (eval.app->parsed()) {
+      eval.run();
+    } else if (report.app->parsed()) {
+      report.run();
     } else if (show->parsed()) {
       const temper::RunConfig c = temper::load_run_config(config_path, overrides);
       fmt::print("{}{}", temper::to_yaml(c), temper::describe_run_length(c));

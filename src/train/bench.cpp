@@ -30,6 +30,20 @@ double model_flops_per_token(const ModelConfig& c, int64_t seq_len, double adapt
   return 4.0 * n + 2.0 * trained + attention;
 }
 
+double training_flops_per_token(const Transformer& model, int64_t seq_len) {
+  const ModelConfig& mc = model.config();
+  // GEMM weights at full size (a tp rank holds a piece): the adapters' (LoRA A, B) and
+  // the trained ones (the embedding is a lookup unless it is also the LM head).
+  double adapter = 0, trained = 0;
+  for (const Parameter& p : model.params().all()) {
+    const bool gemm = p.full_shape.ndim == 2 &&
+                      (p.name != "model.embed_tokens.weight" || mc.tie_word_embeddings);
+    if (gemm && p.init == ParamInit::Adapter) adapter += double(p.full_shape.numel());
+    if (gemm && p.trainable) trained += double(p.full_shape.numel());
+  }
+  return model_flops_per_token(mc, seq_len, adapter, trained);
+}
+
 double known_peak_tflops(const std::string& name) {
   auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
   if (has("H200")) return 989.0;
@@ -93,13 +107,6 @@ nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
   model.set_recompute(c.train.recompute);
   model.set_loss_chunk(c.train.loss_chunk);
   AdamW optimizer(model.params(), *backend, AdamWConfig{});
-  // GEMM weights: the adapters' (LoRA A, B) and the trained ones (the embedding is a lookup).
-  double adapter = 0, trained = 0;
-  for (const Parameter& p : model.params().all()) {
-    const bool gemm = p.shape.ndim == 2 && (p.name != "model.embed_tokens.weight" || mc.tie_word_embeddings);
-    if (gemm && p.init == ParamInit::Adapter) adapter += double(p.shape.numel());
-    if (gemm && p.trainable) trained += double(p.shape.numel());
-  }
   if (model.params().trainable_numel() == 0) fail("bench: nothing trains (peft.method {})", rc.peft.method);
 
   // Random tokens, one full-length document per row.
@@ -148,7 +155,7 @@ nlohmann::json run_bench(const RunConfig& c, const BenchOptions& o) {
   const double median = times[times.size() / 2];
   const double tokens = double(rc.train.grad_accum * rows * S);
   const double tps = tokens / median;
-  const double tflops = tps * model_flops_per_token(mc, S, adapter, trained) / 1e12;
+  const double tflops = tps * training_flops_per_token(model, S) / 1e12;
   const double peak = o.peak_tflops > 0 ? o.peak_tflops : known_peak_tflops(backend->device_name());
   nlohmann::json j = {
       {"model", c.model.preset.empty() ? c.model.config : c.model.preset},

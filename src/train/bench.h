@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/config.h"
+#include "model/transformer.h"
 #include "train/run_config.h"
 
 namespace temper {
@@ -30,6 +31,9 @@ struct BenchOptions {
 // model's, of which (with the model's) `trained` get weight gradients. Full fine-tuning:
 // adapter = 0, trained = N (every GEMM weight).
 double model_flops_per_token(const ModelConfig& c, int64_t seq_len, double adapter, double trained);
+// The same for a model as built (its adapters and trained weights at full size, whatever
+// its tensor-parallel sharding).
+double training_flops_per_token(const Transformer& model, int64_t seq_len);
 // The GEMM weights of a model (non-embedding parameters plus the LM head: N above).
 double gemm_parameters(const ModelConfig& c);
 // Dense bf16 peak of a known GPU by its name (H100 SXM/PCIe, H200, A100), else 0.

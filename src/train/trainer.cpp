@@ -1,8 +1,10 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <fmt/ranges.h>
 #include <cmath>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -11,7 +13,9 @@
 #include "core/log.h"
 #include "checkpoint/tokenizer_store.h"
 #include "io/hf_model.h"
+#include "report/run_report.h"
 #include "peft/adapter_files.h"
+#include "train/bench.h"
 #include "train/checkpointing.h"
 #include "train/metrics.h"
 #include "train/out_dir.h"
@@ -80,12 +84,115 @@ void log_run_header(TrainingRun& run) {
               c.out_dir, c.checkpoint.keep);
 }
 
+// Now as ISO 8601 UTC text, e.g. 2026-12-03T11:20:20Z.
+std::string utc_now_text() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
+// What this process's part of the run adds up to, for MFU and the end-of-run summary.
+struct RunTally {
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  double step_seconds = 0;   // in train steps
+  int64_t step_tokens = 0;   // global tokens of this process's steps
+  double flops_per_token = 0, peak_tflops = 0;  // peak 0: unknown device, no MFU
+  int world_size = 1;
+  double elapsed_s() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  }
+  // Model FLOP/s per device over its dense peak (0 when the peak is unknown).
+  double mfu(double tokens_per_s) const {
+    return peak_tflops > 0 ? tokens_per_s * flops_per_token / (world_size * peak_tflops * 1e12) : 0;
+  }
+};
+
+// The events.jsonl line that opens a run or a resume (the report marks resumes with it).
+nlohmann::json run_start_line(TrainingRun& run, const RunCounters& k,
+                              const std::optional<StartPoint>& start, const RunTally& tally) {
+  int64_t total = 0, trainable = 0;  // full tensors, whatever the tp sharding
+  for (const Parameter& p : run.model->params().all()) {
+    total += p.full_shape.numel();
+    if (p.trainable) trainable += p.full_shape.numel();
+  }
+  const RunConfig& c = run.config;
+  nlohmann::json line = {
+      {"step", k.step}, {"event", start && start->own ? "resume" : "start"},
+      {"time", utc_now_text()}, {"from_checkpoint", start ? start->path : ""},
+      {"peft_method", peft_method_name(run.model->peft().method)},
+      {"parameters", total}, {"trainable_parameters", trainable},
+      {"device", run.backend->device_name()}, {"backend", run.backend->name()},
+      {"dtype", c.model.dtype}, {"world_size", run.place.process.world_size},
+      {"dp", run.place.dp_size()}, {"tp", run.place.grid ? run.place.grid->tp_size() : 1},
+      {"zero", run.zero_stage()}, {"steps", run.length.steps}, {"seq_len", c.train.seq_len},
+      {"flops_per_token", tally.flops_per_token}};
+  if (tally.peak_tflops > 0) line["peak_tflops"] = tally.peak_tflops;
+  return line;
+}
+
+// Rank 0: OUT_DIR/report.html from what the run has logged; a failure only warns (a report
+// never stops training).
+void refresh_report(const RunConfig& c) {
+  try {
+    write_run_report(c.out_dir);
+  } catch (const std::exception& e) {
+    log::warn("the run report was not written: {}", e.what());
+  }
+}
+
+std::string duration_text(double s) {
+  const int64_t t = int64_t(s + 0.5);
+  if (t < 60) return fmt::format("{:.1f} s", s);
+  if (t < 3600) return fmt::format("{}m{:02}s", t / 60, t % 60);
+  return fmt::format("{}h{:02}m{:02}s", t / 3600, t % 3600 / 60, t % 60);
+}
+
+// The end-of-run summary on the terminal (rank 0).
+void print_summary(TrainingRun& run, const RunSummary& summary, const RunCounters& k,
+                   const RunTally& tally) {
+  const RunConfig& c = run.config;
+  const fs::path out(c.out_dir);
+  std::string val = "no validation";
+  if (!summary.val_losses.empty()) {
+    const auto best = std::min_element(summary.val_losses.begin(), summary.val_losses.end());
+    val = fmt::format("validation: final {:.4f}, best {:.4f} (evaluation {} of {})",
+                      summary.val_losses.back(), *best, best - summary.val_losses.begin() + 1,
+                      summary.val_losses.size());
+  }
+  const double tps = tally.step_seconds > 0 ? double(tally.step_tokens) / tally.step_seconds : 0;
+  const double mfu = tally.mfu(tps);
+  const std::string mfu_text = mfu > 0 ? fmt::format("MFU {:.1f}% of {:.0f} TFLOP/s", 100 * mfu,
+                                                     tally.peak_tflops)
+                                       : fmt::format("MFU n/a ({}: no known peak)", run.backend->device_name());
+  const bool adapter = run.model->peft().adapters();
+  log::info("done: steps {}-{} of {} in {}", summary.first_step, k.step, run.length.steps,
+            duration_text(tally.elapsed_s()));
+  log::info("  loss: final {:.4f}; {}", summary.losses.back(), val);
+  log::info("  tokens: {} seen in all; {:.0f} tokens/s on average, {}", k.tokens_seen, tps, mfu_text);
+  log::info("  peak memory: {:.1f} MiB per rank (activations {:.1f} MiB)",
+            double(summary.peak_bytes) / 1048576.0, double(run.model->activation_peak_bytes()) / 1048576.0);
+  log::info("  {}: {}", adapter ? "adapter (PEFT)" : "model (Hugging Face)", (out / "final").string());
+  log::info("  checkpoints: {}", summary.checkpoint.empty() ? std::string("none saved (checkpoint.every=0)")
+                                                          : (out / "checkpoints").string() + ", latest " + summary.checkpoint);
+  log::info("  metrics: {} and {}", (out / "metrics.jsonl").string(), (out / "metrics.csv").string());
+  log::info("  report: {}", (out / "report.html").string());
+}
+
 // Rank 0's per-step record: metrics line and progress display.
 void report_step(TrainingRun& run, MetricsWriter& metrics, Progress& progress, int64_t step,
-                 const StepResult& r, const RunCounters& k, double tokens_per_s) {
+                 const StepResult& r, const RunCounters& k, double tokens_per_s,
+                 const RunTally& tally) {
+  const MemoryResource& memory = run.backend->memory();
   nlohmann::json line = {{"step", step}, {"loss", r.loss}, {"lr", k.lr}, {"grad_norm", r.grad_norm},
                          {"tokens_per_s", tokens_per_s}, {"tokens", r.tokens},
-                         {"target_tokens", r.target_tokens}};
+                         {"target_tokens", r.target_tokens}, {"tokens_seen", k.tokens_seen},
+                         {"elapsed_s", tally.elapsed_s()},
+                         {"memory_bytes", memory.bytes_in_use()},
+                         {"peak_memory_bytes", memory.peak_bytes()}};
+  if (const double mfu = tally.mfu(tokens_per_s); mfu > 0) line["mfu"] = mfu;
   if (run.place.dp_size() > 1) line["grad_comm_bytes"] = r.grad_comm_bytes;
   if (r.skipped) {
     line["skipped"] = true;
@@ -160,10 +267,19 @@ RunSummary train_on(const RunConfig& c, const TrainOptions& options, Placement& 
 
   // Resuming keeps the metrics of the steps before the checkpoint and drops any logged
   // after it by the run that stopped.
-  std::unique_ptr<MetricsWriter> metrics;
-  if (rank0)
-    metrics = std::make_unique<MetricsWriter>((fs::path(c.out_dir) / "metrics.jsonl").string(),
-                                              start && start->own ? k.step : -1);
+  std::unique_ptr<MetricsWriter> metrics, events;
+  if (rank0) {
+    const int64_t keep = start && start->own ? k.step : -1;
+    const fs::path out(c.out_dir);
+    metrics = std::make_unique<MetricsWriter>((out / "metrics.jsonl").string(), keep,
+                                              (out / "metrics.csv").string(), metrics_csv_columns());
+    events = std::make_unique<MetricsWriter>((out / "events.jsonl").string(), keep);
+  }
+  RunTally tally;
+  tally.flops_per_token = training_flops_per_token(*run->model, c.train.seq_len);
+  tally.peak_tflops = known_peak_tflops(run->backend->device_name());
+  tally.world_size = place.process.world_size;
+  if (rank0) events->write(run_start_line(*run, k, start, tally));
   Progress progress(steps, rank0 ? c.train.progress : "plain", rank0 ? c.train.log_every : 0,
                     k.step);
   const NonfiniteInjection inject = nonfinite_injection_from_env();
@@ -188,7 +304,10 @@ RunSummary train_on(const RunConfig& c, const TrainOptions& options, Placement& 
     if (r.skipped) ++k.skipped_steps;
     summary.losses.push_back(r.loss);
     summary.skipped_steps = k.skipped_steps;
-    if (rank0) report_step(*run, *metrics, progress, step, r, k, double(r.tokens) / std::max(secs, 1e-9));
+    tally.step_seconds += secs;
+    tally.step_tokens += r.tokens;
+    if (rank0)
+      report_step(*run, *metrics, progress, step, r, k, double(r.tokens) / std::max(secs, 1e-9), tally);
     guard.release();  // a step is done: OUT_DIR holds a run now
     const int64_t eval_every = run->length.eval_every;
     if (!run->val.empty() && (step % eval_every == 0 || step == steps)) {
@@ -197,8 +316,9 @@ RunSummary train_on(const RunConfig& c, const TrainOptions& options, Placement& 
       const double vl = evaluate(*run->model, run->val);
       summary.val_losses.push_back(vl);
       if (rank0) {
-        metrics->write({{"step", step}, {"val_loss", vl}});
+        metrics->write({{"step", step}, {"val_loss", vl}, {"val_perplexity", std::exp(vl)}});
         progress.eval(step, vl);
+        refresh_report(c);  // so a person can watch a long job
       }
     }
 
@@ -210,8 +330,10 @@ RunSummary train_on(const RunConfig& c, const TrainOptions& options, Placement& 
     // With checkpoint.every = 0 only a stop saves (a checkpoint is 16 bytes a parameter).
     const bool periodic = c.checkpoint.every > 0 &&
                           (step % c.checkpoint.every == 0 || step == steps);
-    if (periodic || stop_signal || too_many_nonfinite)
+    if (periodic || stop_signal || too_many_nonfinite) {
       summary.checkpoint = save_run_checkpoint(*run, checkpoints, k);
+      if (rank0) events->write({{"step", step}, {"event", "checkpoint"}, {"path", summary.checkpoint}});
+    }
     if (too_many_nonfinite) {
       progress.finish();
       if (rank0)
@@ -221,6 +343,10 @@ RunSummary train_on(const RunConfig& c, const TrainOptions& options, Placement& 
                    k.nonfinite_streak, step - k.nonfinite_streak + 1, step,
                    c.train.max_nonfinite_steps, summary.checkpoint);
       summary.failed = true;
+      if (rank0) {
+        events->write({{"step", step}, {"event", "failed"}, {"time", utc_now_text()}});
+        refresh_report(c);
+      }
       return summary;
     }
     if (stop_signal && step < steps) {  // at the last step: just finish
@@ -229,6 +355,11 @@ RunSummary train_on(const RunConfig& c, const TrainOptions& options, Placement& 
         log::info("stopped by {} after step {}/{}: saved {}; run the same command again to resume",
                   signal_name(stop_signal), step, steps, summary.checkpoint);
       summary.stop_signal = stop_signal;
+      if (rank0) {
+        events->write({{"step", step}, {"event", "stopped"}, {"signal", signal_name(stop_signal)},
+                       {"time", utc_now_text()}});
+        refresh_report(c);
+      }
       return summary;
     }
   }
@@ -236,11 +367,9 @@ RunSummary train_on(const RunConfig& c, const TrainOptions& options, Placement& 
   summary.peak_bytes = backend.memory().peak_bytes();
   export_final(*run);
   if (rank0) {
-    log::info("done: final loss {:.4f}, peak memory {:.1f} MiB (activations {:.1f} MiB); model -> "
-              "{}/final{}",
-              summary.losses.back(), double(summary.peak_bytes) / 1048576.0,
-              double(run->model->activation_peak_bytes()) / 1048576.0, c.out_dir,
-              summary.checkpoint.empty() ? "" : ", checkpoint " + summary.checkpoint);
+    events->write({{"step", k.step}, {"event", "end"}, {"time", utc_now_text()}});
+    refresh_report(c);
+    print_summary(*run, summary, k, tally);
   }
   return summary;
 }
@@ -258,16 +387,10 @@ RunSummary run_training(const RunConfig& config, const TrainOptions& options) {
   place.process = detect_process();
   // The data-parallel size is known before MPI starts (DeviceGrid checks tp divides it).
   resolve_global_batch(c, std::max<int>(1, place.process.world_size / int(std::max<int64_t>(1, c.parallel.tp))));
-  if (c.parallel.tp > place.process.world_size)
-    fail("parallel.tp={} needs at least that many ranks, but {} {} running (launch with "
-         "launch/temper-mpirun -n N)", c.parallel.tp, place.process.world_size,
-         place.process.world_size == 1 ? "process is" : "processes are");
+  check_ranks_for_tp(place.process, c.parallel.tp);
   if (place.process.world_size == 1) return train_on(c, options, place, signals);
-
-  place.mpi = std::make_unique<MpiRuntime>();
   try {
-    place.world = std::make_unique<MpiComm>(MPI_COMM_WORLD, "world", c.parallel.timeout_s);
-    place.grid = std::make_unique<DeviceGrid>(*place.world, int(c.parallel.tp));
+    start_mpi(place, c.parallel.tp, c.parallel.timeout_s);
     return train_on(c, options, place, signals);
   } catch (const std::exception& e) {
     // Other ranks may be waiting in a collective: take the whole job down now rather than

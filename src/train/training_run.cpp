@@ -214,8 +214,9 @@ void init_prompt_from_text(Transformer& model, const RunConfig& c) {
   model.init_prompt_from_tokens(ids);
 }
 
-// The model, its optimizer and the data-parallel machinery around them.
-void set_up_model(TrainingRun& run, bool load_weights) {
+// The model: its weights (model.path or the seed) and adapter (model.adapter), unless a
+// checkpoint is about to overwrite them (load_weights false).
+void set_up_weights(TrainingRun& run, bool load_weights, bool gradients = true) {
   const RunConfig& c = run.config;
   Placement& place = run.place;
   const bool zero1 = c.parallel.zero == 1 && place.dp_size() > 1;
@@ -228,7 +229,7 @@ void set_up_model(TrainingRun& run, bool load_weights) {
     adopt_adapter_structure(peft, *adapter);
   }
   run.model = std::make_unique<Transformer>(run.model_config, *run.backend, run.dtype,
-                                            zero1 ? place.dp_size() : 1, run.tp, !zero2, peft);
+                                            zero1 ? place.dp_size() : 1, run.tp, !zero2 && gradients, peft);
   Transformer& model = *run.model;
   // A checkpoint about to be loaded overwrites every parameter, except the frozen base of a
   // PEFT checkpoint (checkpoint/base.h), which comes from model.path or the seed as always.
@@ -253,7 +254,15 @@ void set_up_model(TrainingRun& run, bool load_weights) {
   model.set_dropout_seed(uint64_t(c.seed));
   model.set_recompute(c.train.recompute);
   model.set_loss_chunk(c.train.loss_chunk);
+}
 
+// The optimizer and the data-parallel machinery around the model.
+void set_up_optimizer(TrainingRun& run) {
+  const RunConfig& c = run.config;
+  Placement& place = run.place;
+  Transformer& model = *run.model;
+  const bool zero1 = c.parallel.zero == 1 && place.dp_size() > 1;
+  const bool zero2 = c.parallel.zero == 2 && place.dp_size() > 1;
   AdamWConfig oc;
   oc.beta1 = float(c.optim.beta1);
   oc.beta2 = float(c.optim.beta2);
@@ -399,8 +408,31 @@ std::unique_ptr<TrainingRun> build_training_run(const RunConfig& c, Placement& p
   if (c.train.eval_every > 0 && run->val.empty() && place.is_rank0())
     log::warn("train.eval_every={} but the validation split is empty; no evaluation",
               c.train.eval_every);
-  set_up_model(*run, checkpoint.empty());
+  set_up_weights(*run, checkpoint.empty());
+  set_up_optimizer(*run);
   return run;
+}
+
+std::unique_ptr<TrainingRun> build_model_run(const RunConfig& c, Placement& place,
+                                             const std::string& checkpoint) {
+  auto run = std::make_unique<TrainingRun>(c, place);
+  run->model_config = model_config_for_run(c, checkpoint);
+  set_up_backend(*run);
+  set_up_weights(*run, checkpoint.empty(), /*gradients=*/false);
+  return run;
+}
+
+void check_ranks_for_tp(const ProcessInfo& process, int64_t tp) {
+  if (tp > process.world_size)
+    fail("parallel.tp={} needs at least that many ranks, but {} {} running (launch with "
+         "launch/temper-mpirun -n N)", tp, process.world_size,
+         process.world_size == 1 ? "process is" : "processes are");
+}
+
+void start_mpi(Placement& place, int64_t tp, double timeout_s) {
+  place.mpi = std::make_unique<MpiRuntime>();
+  place.world = std::make_unique<MpiComm>(MPI_COMM_WORLD, "world", timeout_s);
+  place.grid = std::make_unique<DeviceGrid>(*place.world, int(tp));
 }
 
 }  // namespace temper

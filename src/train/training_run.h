@@ -94,4 +94,15 @@ std::string base_model_name(const RunConfig& config);
 std::unique_ptr<TrainingRun> build_training_run(const RunConfig& config, Placement& place,
                                                 const std::string& checkpoint);
 
+// Only the backend and the model of a run (weights from model.path or the seed, the adapter
+// of model.adapter; none when `checkpoint` is about to be loaded, but a PEFT model's frozen
+// base): no data, no optimizer. For `temper eval`.
+std::unique_ptr<TrainingRun> build_model_run(const RunConfig& config, Placement& place,
+                                             const std::string& checkpoint);
+
+// An error when parallel.tp exceeds the ranks running.
+void check_ranks_for_tp(const ProcessInfo& process, int64_t tp);
+// Under mpirun / srun: starts MPI and makes `place` one rank of a dp × tp grid of the world.
+void start_mpi(Placement& place, int64_t tp, double timeout_s);
+
 }  // namespace temper

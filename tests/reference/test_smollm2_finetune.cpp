@@ -213,6 +213,14 @@ TEST(SmolLM2Finetune, TrainsTheRepliesAndTheLossFalls) {
 
   // OUT/final holds the trained weights (what `temper generate` answers with after).
   EXPECT_NEAR(validation_loss((out / "final").string(), val), after, 1e-4 * after);
+  // `temper eval` on the validation split (each document once, as the run's validation
+  // batches hold them) gives the validation loss the run logged last.
+  r = run_temper(fmt::format("eval {} --data {} --split val --json", (out / "final").string(),
+                             data_path.string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto eval = nlohmann::json::parse(r.output.substr(r.output.rfind('{')));
+  EXPECT_EQ(eval["documents"].get<int>(), kValDocs);
+  EXPECT_NEAR(eval["loss"].get<double>(), after, 1e-4 * after) << r.output;
 }
 
 // LoRA (r 16 on every linear layer) on SmolLM2 exported as a Hugging Face directory, the
@@ -297,6 +305,31 @@ TEST(SmolLM2Finetune, LoraLowersTheLossAndItsFilesLoadInPeftAndTransformers) {
   ASSERT_EQ(q.val_loss.size(), 1u) << r.output;
   std::cout << fmt::format("QLoRA: validation loss {:.4f} -> {:.4f}\n", before, q.val_loss.back());
   EXPECT_LT(q.val_loss.back(), 0.7 * before);
+}
+
+// `temper eval` of the GGUF model on every document of the chat data (the assistant's tokens
+// as targets) against transformers on the same file (tests/reference/eval_reference.py:
+// each document alone, read with h5py): the same number of targets, the same loss.
+TEST(SmolLM2Eval, LossAgreesWithTransformers) {
+  const fs::path dir = test::temp_dir("smollm2_eval");
+  ChatData chat;
+  ASSERT_NO_THROW(chat = prepare_chat_data(dir));
+  const test::CommandResult r =
+      run_temper(fmt::format("eval {} --data {} --split all --json", chat.gguf, chat.h5.string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto ours = nlohmann::json::parse(r.output.substr(r.output.rfind('{')));
+  std::string log;
+  ASSERT_EQ(test::run_python("reference/eval_reference.py", {chat.h5.string(), "all"}, &log), 0) << log;
+  const auto ref = nlohmann::json::parse(log.substr(log.rfind('{')));
+  std::cout << fmt::format("temper eval: loss {:.6f} over {} targets; transformers: {:.6f} over {}\n",
+                           ours["loss"].get<double>(), ours["target_tokens"].get<int64_t>(),
+                           ref["loss"].get<double>(), ref["target_tokens"].get<int64_t>());
+  EXPECT_EQ(ours["documents"].get<int>(), kTrainDocs + kValDocs);
+  EXPECT_EQ(ours["target_tokens"].get<int64_t>(), ref["target_tokens"].get<int64_t>());
+  // fp32 on both sides, the same dequantized weights: the logits agree to about 1e-5
+  // (test_smollm2_reference), the mean loss closer still.
+  EXPECT_NEAR(ours["loss"].get<double>(), ref["loss"].get<double>(), 1e-4 * ref["loss"].get<double>());
+  EXPECT_GT(ours["tokens_per_s"].get<double>(), 0.0);
 }
 
 }  // namespace
