@@ -11,6 +11,7 @@ packages=(
   iproute2 util-linux                  # the two-node test over network namespaces
   slurm-wlm munge libpmix-dev          # the slurm label's one-machine cluster (libpmix.so: srun --mpi=pmix)
   python3 python3-numpy python3-torch python3-h5py python3-venv  # the reference implementation for the tests
+  chromium python3-pil                 # the report test: a real browser's screenshot, read back
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -8,7 +8,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
+#include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -100,15 +102,18 @@ struct Totals {
   double wall_s = 0, tokens_per_s = 0, mfu = NAN, peak_bytes = 0;
 };
 
-// Wall time over all the run's processes (elapsed_s restarts at each resume), mean tokens/s
-// and MFU over step time, the highest memory peak.
+// Wall time over all the run's processes (elapsed_s restarts at each resume: the step after
+// a resume event's step begins a new process), mean tokens/s and MFU over step time, the
+// highest memory peak.
 Totals totals_of(const RunLog& log) {
+  std::set<double> resumed_after;
+  for (const json& e : log.events)
+    if (text_of(e, "event") == "resume") resumed_after.insert(number(e, "step", -1));
   Totals t;
   double segment = 0, step_time = 0, tokens = 0, mfu_time = 0, mfu_sum = 0;
   for (const json& j : log.steps) {
-    const double e = number(j, "elapsed_s", 0);
-    if (e < segment) t.wall_s += segment;
-    segment = e;
+    if (resumed_after.count(number(j, "step") - 1)) t.wall_s += std::exchange(segment, 0.0);
+    segment = number(j, "elapsed_s", segment);
     const double tps = number(j, "tokens_per_s", 0), n = number(j, "tokens", 0);
     if (tps > 0) {
       step_time += n / tps;

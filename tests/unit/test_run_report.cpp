@@ -72,7 +72,8 @@ fs::path write_run_dir(const std::string& name, bool ended) {
   for (int s = 1; s <= 20; ++s) {
     m << nlohmann::json({{"step", s}, {"loss", 5.0 / s}, {"lr", 1e-3}, {"grad_norm", 1.0 + s % 3},
                          {"tokens", 512}, {"tokens_seen", 512 * s}, {"tokens_per_s", 1000.0},
-                         {"elapsed_s", s > 10 ? 0.5 * (s - 10) : 0.5 * s}, {"mfu", 0.25},
+                         // after the resume a slow first step: 7 s, longer than all before it
+                         {"elapsed_s", s > 10 ? 7.0 + 0.5 * (s - 11) : 0.5 * s}, {"mfu", 0.25},
                          {"memory_bytes", 1 << 20}, {"peak_memory_bytes", 2 << 20}}).dump() << "\n";
     if (s % 5 == 0) m << nlohmann::json({{"step", s}, {"val_loss", 6.0 / s}}).dump() << "\n";
   }
@@ -104,7 +105,7 @@ TEST(RunReport, ShowsCurvesMarkersSummaryAndTheEscapedConfig) {
   EXPECT_NE(html.find("lora: 10 of 1,000 parameters train (1.000%)"), std::string::npos);
   EXPECT_NE(html.find("best 0.3000 (step 20)"), std::string::npos);
   EXPECT_NE(html.find("25.0% of 100 TFLOP/s"), std::string::npos);
-  EXPECT_NE(html.find("wall time</th><td>10.0 s"), std::string::npos);  // 5 s before the resume, 5 after
+  EXPECT_NE(html.find("wall time</th><td>16.5 s"), std::string::npos);  // 5 s before the resume, 11.5 after
   // Two checkpoints and one resume, on each of the six step charts and the tokens chart.
   EXPECT_EQ(count(html, "<title>checkpoint at step 10: /x/step-10.h5</title>"), 7u);
   EXPECT_EQ(count(html, "<title>resume after step 10 from /x/step-10.h5</title>"), 7u);
