@@ -30,3 +30,4 @@ echo
 echo "== after fine-tuning: $question"
 "$temper" generate "$out/final" --chat --prompt "$question" --max-new-tokens 40 --backend cpu
 echo
+echo "== report: $(realpath "$out")/report.html (open it in a browser: curves, config, checkpoints)"

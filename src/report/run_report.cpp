@@ -102,17 +102,34 @@ struct Totals {
   double wall_s = 0, tokens_per_s = 0, mfu = NAN, peak_bytes = 0;
 };
 
-// Wall time over all the run's processes (elapsed_s restarts at each resume: the step after
-// a resume event's step begins a new process), mean tokens/s and MFU over step time, the
-// highest memory peak.
+// Wall time over all the run's processes: each (from its start or resume event) adds the
+// elapsed_s of its end, stopped or failed event, or of its last step when it has none
+// (killed). elapsed_s restarts with each process: the step after a resume event's step
+// is the first of a new one. Mean tokens/s and MFU over step time; the highest memory peak.
 Totals totals_of(const RunLog& log) {
+  std::map<double, double> closed_at;  // the step a process opened at -> its final elapsed_s
   std::set<double> resumed_after;
-  for (const json& e : log.events)
-    if (text_of(e, "event") == "resume") resumed_after.insert(number(e, "step", -1));
+  double opened = 0;
+  for (const json& e : log.events) {
+    const std::string kind = text_of(e, "event");
+    if (kind == "start" || kind == "resume") opened = number(e, "step", 0);
+    if (kind == "resume") resumed_after.insert(opened);
+    if ((kind == "end" || kind == "stopped" || kind == "failed") && e.contains("elapsed_s"))
+      closed_at[opened] = number(e, "elapsed_s", 0);
+  }
   Totals t;
   double segment = 0, step_time = 0, tokens = 0, mfu_time = 0, mfu_sum = 0;
+  opened = log.events.empty() ? 0 : number(log.events.front(), "step", 0);
+  const auto close_segment = [&] {
+    const auto c = closed_at.find(opened);
+    t.wall_s += std::max(segment, c == closed_at.end() ? 0.0 : c->second);
+    segment = 0;
+  };
   for (const json& j : log.steps) {
-    if (resumed_after.count(number(j, "step") - 1)) t.wall_s += std::exchange(segment, 0.0);
+    if (const double step = number(j, "step"); resumed_after.count(step - 1)) {
+      close_segment();
+      opened = step - 1;
+    }
     segment = number(j, "elapsed_s", segment);
     const double tps = number(j, "tokens_per_s", 0), n = number(j, "tokens", 0);
     if (tps > 0) {
@@ -125,7 +142,7 @@ Totals totals_of(const RunLog& log) {
     }
     t.peak_bytes = std::max(t.peak_bytes, number(j, "peak_memory_bytes", 0));
   }
-  t.wall_s += segment;
+  close_segment();
   t.tokens_per_s = step_time > 0 ? tokens / step_time : 0;
   if (mfu_time > 0) t.mfu = mfu_sum / mfu_time;
   return t;

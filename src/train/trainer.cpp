@@ -344,7 +344,7 @@ RunSummary train_on(const RunConfig& c, const TrainOptions& options, Placement& 
                    c.train.max_nonfinite_steps, summary.checkpoint);
       summary.failed = true;
       if (rank0) {
-        events->write({{"step", step}, {"event", "failed"}, {"time", utc_now_text()}});
+        events->write({{"step", step}, {"event", "failed"}, {"time", utc_now_text()}, {"elapsed_s", tally.elapsed_s()}});
         refresh_report(c);
       }
       return summary;
@@ -357,7 +357,7 @@ RunSummary train_on(const RunConfig& c, const TrainOptions& options, Placement& 
       summary.stop_signal = stop_signal;
       if (rank0) {
         events->write({{"step", step}, {"event", "stopped"}, {"signal", signal_name(stop_signal)},
-                       {"time", utc_now_text()}});
+                       {"time", utc_now_text()}, {"elapsed_s", tally.elapsed_s()}});
         refresh_report(c);
       }
       return summary;
@@ -367,7 +367,7 @@ RunSummary train_on(const RunConfig& c, const TrainOptions& options, Placement& 
   summary.peak_bytes = backend.memory().peak_bytes();
   export_final(*run);
   if (rank0) {
-    events->write({{"step", k.step}, {"event", "end"}, {"time", utc_now_text()}});
+    events->write({{"step", k.step}, {"event", "end"}, {"time", utc_now_text()}, {"elapsed_s", tally.elapsed_s()}});
     refresh_report(c);
     print_summary(*run, summary, k, tally);
   }

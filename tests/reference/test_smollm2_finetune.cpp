@@ -221,6 +221,14 @@ TEST(SmolLM2Finetune, TrainsTheRepliesAndTheLossFalls) {
   const auto eval = nlohmann::json::parse(r.output.substr(r.output.rfind('{')));
   EXPECT_EQ(eval["documents"].get<int>(), kValDocs);
   EXPECT_NEAR(eval["loss"].get<double>(), after, 1e-4 * after) << r.output;
+
+  // The run's report, opened in headless Chromium, renders without errors and shows the
+  // falling loss (tests/report/check_report_in_browser.py); the screenshot stays beside.
+  std::string browser;
+  EXPECT_EQ(test::run_python("report/check_report_in_browser.py",
+                             {(out / "report.html").string(), (dir / "report.png").string()}, &browser),
+            0) << browser;
+  std::cout << browser;
 }
 
 // LoRA (r 16 on every linear layer) on SmolLM2 exported as a Hugging Face directory, the

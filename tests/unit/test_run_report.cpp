@@ -83,7 +83,7 @@ fs::path write_run_dir(const std::string& name, bool ended) {
     << R"({"step":10,"event":"checkpoint","path":"/x/step-10.h5"})" "\n"
     << R"({"step":10,"event":"resume","from_checkpoint":"/x/step-10.h5","peft_method":"lora","parameters":1000,"trainable_parameters":10,"device":"cpu","peak_tflops":100})" "\n"
     << R"({"step":20,"event":"checkpoint","path":"/x/step-20.h5"})" "\n";
-  if (ended) e << R"({"step":20,"event":"end"})" "\n";
+  if (ended) e << R"({"step":20,"event":"end","elapsed_s":12.5})" "\n";  // 1 s after its last step
   std::ofstream(dir / "config.yaml") << "out_dir: <script>alert(1)</script>\n";
   return dir;
 }
@@ -105,7 +105,8 @@ TEST(RunReport, ShowsCurvesMarkersSummaryAndTheEscapedConfig) {
   EXPECT_NE(html.find("lora: 10 of 1,000 parameters train (1.000%)"), std::string::npos);
   EXPECT_NE(html.find("best 0.3000 (step 20)"), std::string::npos);
   EXPECT_NE(html.find("25.0% of 100 TFLOP/s"), std::string::npos);
-  EXPECT_NE(html.find("wall time</th><td>16.5 s"), std::string::npos);  // 5 s before the resume, 11.5 after
+  // 5 s before the resume (killed: its last step's time), 12.5 after (its end event's).
+  EXPECT_NE(html.find("wall time</th><td>17.5 s"), std::string::npos);
   // Two checkpoints and one resume, on each of the six step charts and the tokens chart.
   EXPECT_EQ(count(html, "<title>checkpoint at step 10: /x/step-10.h5</title>"), 7u);
   EXPECT_EQ(count(html, "<title>resume after step 10 from /x/step-10.h5</title>"), 7u);
