@@ -332,7 +332,9 @@ RunSummary train_on(const RunConfig& c, const TrainOptions& options, Placement& 
                           (step % c.checkpoint.every == 0 || step == steps);
     if (periodic || stop_signal || too_many_nonfinite) {
       summary.checkpoint = save_run_checkpoint(*run, checkpoints, k);
-      if (rank0) events->write({{"step", step}, {"event", "checkpoint"}, {"path", summary.checkpoint}});
+      if (rank0)
+        events->write({{"step", step}, {"event", "checkpoint"}, {"path", summary.checkpoint},
+                       {"time", utc_now_text()}});
     }
     if (too_many_nonfinite) {
       progress.finish();
