@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fmt/chrono.h>
 #include <fmt/ranges.h>
 #include <cmath>
 #include <ctime>
@@ -86,12 +87,7 @@ void log_run_header(TrainingRun& run) {
 
 // Now as ISO 8601 UTC text, e.g. 2026-12-03T11:20:20Z.
 std::string utc_now_text() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
+  return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(std::time(nullptr)));
 }
 
 // What this process's part of the run adds up to, for MFU and the end-of-run summary.
@@ -346,7 +342,8 @@ RunSummary train_on(const RunConfig& c, const TrainOptions& options, Placement& 
                    c.train.max_nonfinite_steps, summary.checkpoint);
       summary.failed = true;
       if (rank0) {
-        events->write({{"step", step}, {"event", "failed"}, {"time", utc_now_text()}, {"elapsed_s", tally.elapsed_s()}});
+        events->write({{"step", step}, {"event", "failed"}, {"time", utc_now_text()},
+                       {"elapsed_s", tally.elapsed_s()}});
         refresh_report(c);
       }
       return summary;
